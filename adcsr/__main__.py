@@ -1,0 +1,5 @@
+import sys
+
+from adcsr.cli import main
+
+sys.exit(main())

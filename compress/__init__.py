@@ -1,0 +1,1 @@
+"""Structural compression: teacher UNet + VAE decoder → AdcSR student (module removal, rewiring, pruning)."""

@@ -1,0 +1,75 @@
+"""Write files and folders so that a crash or a failed check never leaves half an output behind.
+
+Everything is written under a temporary name in the destination's own folder (same file system,
+so the final `os.replace` is atomic) and renamed only once it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary file path next to `dest`; on success rename it onto `dest`.
+
+    The temporary name keeps `dest`'s extension (or `suffix`) so libraries that pick a format
+    from the extension still work. On any exception the temporary file is removed.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    ext = suffix if suffix is not None else dest.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".tmp{ext}", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def atomic_write_text(dest: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder next to `dest`; on success it replaces `dest` as a whole.
+
+    With `overwrite=False` an existing `dest` is an error before any work starts. On any
+    exception the temporary folder is deleted and `dest` is left exactly as it was.
+    """
+    from .errors import UserError
+
+    dest = Path(dest)
+    if dest.exists() and not overwrite:
+        raise UserError(f"{dest} already exists (use --force to replace it)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        if dest.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+            os.replace(dest, old / dest.name)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

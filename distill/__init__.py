@@ -1,0 +1,1 @@
+"""Training: one trainer; stage 1 (pruned decoder pretraining) and stage 2 (adversarial feature distillation)."""
