@@ -1,0 +1,231 @@
+"""The pipeline's report: one results dict in, `report.md` + `report.html` + figures out.
+
+Rendering only: every number comes from the results the pipeline computed in the same run.
+Figures quoted from the papers go only into the `published` list and are labelled as such.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from adcsr.core.atomic import atomic_path, atomic_write_text
+
+MODEL_COLUMNS = [
+    ("name", "model"),
+    ("params", "params"),
+    ("macs", "MACs (128²→512²)"),
+    ("size_bytes", "file size"),
+    ("latency_ms", "CPU latency"),
+    ("psnr", "PSNR ↑"),
+    ("ssim", "SSIM ↑"),
+    ("niqe", "NIQE ↓"),
+]
+
+ARTIFACT_COLUMNS = [
+    ("name", "artifact"),
+    ("target", "target"),
+    ("scheme", "precision"),
+    ("size_bytes", "size"),
+    ("parity_psnr_db", "PSNR vs PyTorch"),
+    ("htp_coverage", "HTP coverage"),
+]
+
+
+def _fmt(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if key in ("params", "macs"):
+        return _si(value)
+    if key == "size_bytes":
+        return _bytes(value)
+    if key == "latency_ms":
+        return f"{value:.1f} ms"
+    if key in ("psnr", "parity_psnr_db"):
+        return "∞ dB" if math.isinf(value) else f"{value:.2f} dB"
+    if key == "htp_coverage":
+        return f"{100 * value:.0f}%"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+    return str(value)
+
+
+def _si(n: float) -> str:
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def _rows(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[list[str]]:
+    return [[_fmt(key, item.get(key)) for key, _ in columns] for item in items]
+
+
+def _markdown_table(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    header = "| " + " | ".join(title for _, title in columns) + " |"
+    sep = "| " + " | ".join("---" for _ in columns) + " |"
+    body = ["| " + " | ".join(row) + " |" for row in _rows(items, columns)]
+    return "\n".join([header, sep, *body])
+
+
+def _html_table(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in _rows(items, columns)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], path: Path) -> bool:
+    """Latency vs quality with bubble area ∝ params (the AdcSR paper's Fig. 4 layout).
+
+    Measured models are filled; published figures (different hardware) are hollow and labelled.
+    Returns False when fewer than one model has both a latency and a quality figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [m for m in models if m.get("latency_ms") and m.get("psnr") is not None]
+    if not measured:
+        return False
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    biggest = max(m.get("params") or 1 for m in measured)
+    for m in measured:
+        area = 150 + 2500 * (m.get("params") or 0) / biggest
+        ax.scatter(m["latency_ms"], m["psnr"], s=area, alpha=0.55)
+        ax.annotate(m["name"], (m["latency_ms"], m["psnr"]), fontsize=8, ha="center", va="bottom",
+                    xytext=(0, 9), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per 128² → 512² image on this CPU (ms, log scale)")
+    ax.set_ylabel("PSNR on held-out photos (dB)")
+    ax.set_title("Latency vs quality (bubble area ∝ parameters), measured in this run", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
+
+
+def curves_plot(curves: dict[str, dict[str, list[float]]], path: Path) -> bool:
+    """One panel per training stage: every logged series against its steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stages = {k: v for k, v in curves.items() if v.get("step")}
+    if not stages:
+        return False
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.2), dpi=110, squeeze=False)
+    for ax, (stage, series) in zip(axes[0], stages.items()):
+        steps = series["step"]
+        for key, values in series.items():
+            if key != "step" and len(values) == len(steps):
+                ax.plot(steps, values, label=key)
+        ax.set_title(stage, fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return True
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#1d2330;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}.sub{color:#5b6475;margin-top:0}
+table{border-collapse:collapse;margin:1em 0;font-size:.92em}
+th,td{border-bottom:1px solid #dde1e8;padding:.35em .8em;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f3f5f9}
+.crops{display:grid;gap:.4em;margin:1em 0}.crops figure{margin:0}
+.crops img{width:100%;image-rendering:pixelated;border-radius:3px}
+figcaption{font-size:.8em;color:#5b6475;text-align:center}
+.note{background:#f7f7f0;border-left:4px solid #c9b458;padding:.5em 1em;font-size:.9em}
+"""
+
+
+def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """Render `results` into `out_dir/report.md` and `out_dir/report.html` (plus PNG figures).
+
+    `results` keys: `title`, `subtitle`, `models` (rows of MODEL_COLUMNS keys), `artifacts`
+    (rows of ARTIFACT_COLUMNS keys), `published` (paper figures, shown apart), `crops`
+    (list of {"photo", "panels": [(label, relative png path), ...]}), `curves`
+    ({stage: {"step": [...], series: [...]}}), `notes` (list of plain sentences).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    models = results.get("models", [])
+    artifacts = results.get("artifacts", [])
+    published = results.get("published", [])
+    has_bubble = bubble_plot(models, published, out / "bubble.png")
+    has_curves = curves_plot(results.get("curves", {}), out / "curves.png")
+
+    md = [f"# {results.get('title', 'adcsr-mobile report')}", "", results.get("subtitle", ""), ""]
+    md += ["## Teacher vs student (measured in this run)", "", _markdown_table(models, MODEL_COLUMNS), ""]
+    if artifacts:
+        md += ["## Phone artifacts", "", _markdown_table(artifacts, ARTIFACT_COLUMNS), ""]
+    for crop in results.get("crops", []):
+        md += [f"### {crop['photo']}", "", " ".join(f"![{label}]({p})" for label, p in crop["panels"]), "",
+               " · ".join(label for label, _ in crop["panels"]), ""]
+    if has_bubble:
+        md += ["## Latency vs quality", "", "![bubble plot](bubble.png)", ""]
+    if has_curves:
+        md += ["## Training curves", "", "![training curves](curves.png)", ""]
+    if published:
+        md += ["## Published figures (from the papers, other hardware; not measured here)", "",
+               _markdown_table(published, [("name", "system"), ("params", "params"), ("macs", "MACs"),
+                                           ("source", "source")]), ""]
+    for note in results.get("notes", []):
+        md.append(f"- {note}")
+    md_path = out / "report.md"
+    atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
+
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(results.get('title', ''))}"
+             f"</title><style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(results.get('title', 'adcsr-mobile report'))}</h1>",
+             f"<p class='sub'>{html.escape(results.get('subtitle', ''))}</p>"]
+    for crop in results.get("crops", []):
+        cols = len(crop["panels"])
+        figs = "".join(
+            f"<figure><img src='{html.escape(p)}' alt='{html.escape(label)}'>"
+            f"<figcaption>{html.escape(label)}</figcaption></figure>"
+            for label, p in crop["panels"]
+        )
+        parts.append(f"<h3>{html.escape(crop['photo'])}</h3>"
+                     f"<div class='crops' style='grid-template-columns:repeat({cols},1fr)'>{figs}</div>")
+    parts += ["<h2>Teacher vs student</h2>", _html_table(models, MODEL_COLUMNS)]
+    if artifacts:
+        parts += ["<h2>Phone artifacts</h2>", _html_table(artifacts, ARTIFACT_COLUMNS)]
+    if has_bubble:
+        parts += ["<h2>Latency vs quality</h2>", "<img src='bubble.png' alt='bubble plot' style='max-width:100%'>"]
+    if has_curves:
+        parts += ["<h2>Training curves</h2>", "<img src='curves.png' alt='training curves' style='max-width:100%'>"]
+    if published:
+        parts += ["<h2>Published figures</h2><p class='note'>Quoted from the papers (other hardware); "
+                  "not measured in this run.</p>",
+                  _html_table(published, [("name", "system"), ("params", "params"), ("macs", "MACs"),
+                                          ("source", "source")])]
+    if results.get("notes"):
+        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in results["notes"]) + "</ul>")
+    parts.append("</body></html>")
+    html_path = out / "report.html"
+    atomic_write_text(html_path, "\n".join(parts))
+    return md_path, html_path

@@ -1,0 +1,64 @@
+"""Side-by-side timing: interleaved repeats, medians and ratios, peak memory in a fresh process.
+
+Timing several models one after another lets the machine's state (turbo, other load, caches)
+favour one of them; interleaving the repeats round-robin (rotating the order every round) and
+comparing medians from the same run keeps the ratios honest.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable
+
+
+def interleaved(runners: dict[str, Callable[[], Any]], repeats: int = 5, warmup: int = 1,
+                timer: Callable[[], float] = time.perf_counter,
+                progress: Callable[[], None] | None = None) -> dict[str, list[float]]:
+    """Run every runner `warmup` times, then `repeats` rounds of all of them; seconds per call."""
+    names = list(runners)
+    for _ in range(warmup):
+        for name in names:
+            runners[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            start = timer()
+            runners[name]()
+            times[name].append(timer() - start)
+            if progress:
+                progress()
+    return times
+
+
+def summarize(times: list[float]) -> dict[str, float]:
+    return {
+        "median_ms": 1e3 * statistics.median(times),
+        "min_ms": 1e3 * min(times),
+        "max_ms": 1e3 * max(times),
+        "repeats": len(times),
+    }
+
+
+def cuda_interleaved(runners: dict[str, Callable[[], Any]], repeats: int = 20,
+                     warmup: int = 5) -> dict[str, list[float]]:
+    """Like `interleaved`, timed with CUDA events (seconds), synchronising around each call."""
+    import torch
+
+    names = list(runners)
+    for _ in range(warmup):
+        for name in names:
+            runners[name]()
+    torch.cuda.synchronize()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            runners[name]()
+            end.record()
+            end.synchronize()
+            times[name].append(start.elapsed_time(end) / 1e3)
+    return times
