@@ -1,0 +1,84 @@
+import json
+
+import pytest
+
+from adcsr.core.errors import UserError
+from adcsr.runner import Pipeline, Stage, StageFailed
+
+
+def _chain(tmp_path, calls, settings_b=None, fail_c=False):
+    def a(ctx):
+        calls.append("a")
+        (ctx.dir / "a.txt").write_text("alpha")
+        return {"text": ctx.dir / "a.txt"}
+
+    def b(ctx):
+        calls.append("b")
+        (ctx.dir / "b.txt").write_text(ctx.input("a.text").read_text() + "+beta")
+        return {"text": ctx.dir / "b.txt"}
+
+    def c(ctx):
+        calls.append("c")
+        if fail_c:
+            raise RuntimeError("disk on fire\nsecond line")
+        (ctx.dir / "c.txt").write_text(ctx.input("b.text").read_text() + "+gamma")
+        return {"text": ctx.dir / "c.txt"}
+
+    return Pipeline(tmp_path / "run", [
+        Stage("a", a),
+        Stage("b", b, settings=settings_b or {"x": 1}, needs=("a",)),
+        Stage("c", c, needs=("b",)),
+    ])
+
+
+def test_second_run_skips_finished_stages(tmp_path):
+    calls = []
+    _chain(tmp_path, calls).run(log=lambda m: None)
+    assert calls == ["a", "b", "c"]
+    assert (tmp_path / "run/c/c.txt").read_text() == "alpha+beta+gamma"
+    _chain(tmp_path, calls).run(log=lambda m: None)
+    assert calls == ["a", "b", "c"]
+
+
+def test_changed_settings_rerun_that_stage_and_later(tmp_path):
+    calls = []
+    _chain(tmp_path, calls).run(log=lambda m: None)
+    calls.clear()
+    _chain(tmp_path, calls, settings_b={"x": 2}).run(log=lambda m: None)
+    assert calls == ["b", "c"]
+
+
+def test_missing_or_modified_output_reruns(tmp_path):
+    calls = []
+    _chain(tmp_path, calls).run(log=lambda m: None)
+    calls.clear()
+    (tmp_path / "run/b/b.txt").write_text("tampered")
+    _chain(tmp_path, calls).run(log=lambda m: None)
+    assert calls == ["b", "c"]
+    assert (tmp_path / "run/c/c.txt").read_text() == "alpha+beta+gamma"
+
+
+def test_from_and_only(tmp_path):
+    calls = []
+    _chain(tmp_path, calls).run(log=lambda m: None)
+    calls.clear()
+    _chain(tmp_path, calls).run(start="b", log=lambda m: None)
+    assert calls == ["b", "c"]
+    calls.clear()
+    _chain(tmp_path, calls).run(only="b", log=lambda m: None)
+    assert calls == ["b"]
+    with pytest.raises(UserError, match="unknown stage 'z'"):
+        _chain(tmp_path, calls).run(only="z", log=lambda m: None)
+
+
+def test_failed_stage_keeps_earlier_ones_and_is_not_marked_done(tmp_path):
+    calls = []
+    _chain(tmp_path, calls).run(log=lambda m: None)
+    with pytest.raises(StageFailed, match=r"^stage 'c' failed: disk on fire$"):
+        _chain(tmp_path, calls, fail_c=True).run(start="c", log=lambda m: None)
+    assert not (tmp_path / "run/c/manifest.json").exists()
+    manifest = json.loads((tmp_path / "run/b/manifest.json").read_text())
+    assert manifest["outputs"]["text"]["path"] == "b.txt"
+    calls.clear()
+    _chain(tmp_path, calls).run(log=lambda m: None)
+    assert calls == ["c"]
