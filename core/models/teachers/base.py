@@ -1,0 +1,89 @@
+"""The teacher interface every distillation teacher offers, and the registry that names them."""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from ...errors import UserError
+
+if TYPE_CHECKING:
+    from ..feature_space import FeatureSpace
+
+
+class Teacher(abc.ABC):
+    """A ×4 super-resolution teacher.
+
+    `upscale(lr)` maps NCHW float32 RGB [0, 1] to the ×4 SR image (any LR size, tiled).
+    `features(lr, space)` is the teacher's distillation target in the student's feature space:
+    the same shape as `AdcSRStudent.features(lr)` — the LR is reflect-padded to `multiple` (the
+    student's `size_multiple`) first, exactly as the student pads it.
+    """
+
+    name: str = ""
+    scale: int = 4
+    #: LR sizes the network itself accepts are multiples of this (tiles are padded to it).
+    size_multiple: int = 1
+
+    @abc.abstractmethod
+    def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
+        """One untiled forward pass on a batch whose size is a multiple of `size_multiple`."""
+
+    @abc.abstractmethod
+    def features(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> torch.Tensor:
+        """The distillation target for `lr` in `space` (see the class docstring)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What this teacher is, for outputs and manifests (weights, prompts, precision)."""
+        return {"name": self.name}
+
+    @torch.no_grad()
+    def upscale(self, lr: torch.Tensor, tile: int = 128, overlap: int = 32, color_fix: str | None = None) -> torch.Tensor:
+        from ...tiling import tiled_upscale
+
+        _check_image(lr)
+        return tiled_upscale(
+            self.forward_tile, lr, scale=self.scale, tile=tile, overlap=overlap,
+            multiple=self.size_multiple, color_fix=color_fix,
+        )
+
+
+def _check_image(lr: torch.Tensor) -> None:
+    if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
+        shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
+        raise UserError(f"a teacher takes an N×3×H×W RGB batch in [0, 1], got {shape}")
+
+
+def _realesrgan(**kw: Any) -> Teacher:
+    from .realesrgan import RealESRGANTeacher
+
+    return RealESRGANTeacher(variant="x4plus", **kw)
+
+
+def _realesrgan_compact(**kw: Any) -> Teacher:
+    from .realesrgan import RealESRGANTeacher
+
+    return RealESRGANTeacher(variant="compact", **kw)
+
+
+def _osediff(**kw: Any) -> Teacher:
+    from .osediff import OSEDiffTeacher
+
+    return OSEDiffTeacher.load(**kw)
+
+
+#: name → factory(**kw) → Teacher. Later teachers (DFOSD, TSD-SR, TAD-SR) register here.
+TEACHERS: dict[str, Callable[..., Teacher]] = {
+    "realesrgan": _realesrgan,
+    "realesrgan-compact": _realesrgan_compact,
+    "osediff": _osediff,
+}
+
+
+def get_teacher(name: str, **kw: Any) -> Teacher:
+    """Build the teacher registered as `name`; keyword arguments go to its loader."""
+    if name not in TEACHERS:
+        raise UserError(f"unknown teacher {name!r} (known: {', '.join(TEACHERS)})")
+    return TEACHERS[name](**kw)
