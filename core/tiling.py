@@ -1,0 +1,142 @@
+"""Upscale images of any size with any ×scale model by overlapping tiles and feathered blending.
+
+The LR image is padded (reflect) to a multiple of the model's size multiple, cut into
+overlapping tiles, and the tiles go through the model a few at a time. Each SR tile is weighted
+by a separable window that ramps up (linearly or along a raised cosine) over exactly the pixels
+it shares with its neighbour and is 1 elsewhere, so the weights of overlapping tiles sum to one;
+results and weights accumulate into one output buffer and one weight buffer. Peak memory is those
+two buffers plus one batch of tiles, whatever the image size. The colour fix runs once on the
+whole image afterwards: run per tile, each tile would get its own correction and seams.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .colorfix import get_color_fix
+from .errors import UserError
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering [0, size) with tiles of `tile` overlapping by at least `overlap`."""
+    if size <= tile:
+        return [0]
+    starts = list(range(0, size - tile, tile - overlap))
+    return starts + [size - tile]
+
+
+def _ramp(n: int, kind: str) -> torch.Tensor:
+    t = (torch.arange(n, dtype=torch.float32) + 0.5) / n
+    return t if kind == "linear" else 0.5 - 0.5 * torch.cos(math.pi * t)
+
+
+def axis_window(starts: list[int], index: int, tile: int, scale: int, kind: str) -> torch.Tensor:
+    """Blending weights (SR pixels) of tile `index` along one axis."""
+    w = torch.ones(tile * scale)
+    if index > 0:
+        n = (starts[index - 1] + tile - starts[index]) * scale
+        w[:n] = _ramp(n, kind)
+    if index < len(starts) - 1:
+        n = (starts[index] + tile - starts[index + 1]) * scale
+        w[-n:] = torch.minimum(w[-n:], _ramp(n, kind).flip(0))
+    return w
+
+
+def _grid(size: int, tile: int, overlap: int, multiple: int) -> tuple[int, int, list[int]]:
+    """(padded size, tile length, tile starts) along one axis."""
+    padded = math.ceil(size / multiple) * multiple
+    length = min(tile, padded)
+    return padded, length, tile_starts(padded, length, overlap)
+
+
+def _pad_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    ph, pw = h - x.shape[-2], w - x.shape[-1]
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def _batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _check(lr: torch.Tensor, scale: int, tile: int, overlap: int, multiple: int, batch_size: int) -> None:
+    if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
+        shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
+        raise UserError(f"tiled upscaling takes an N×3×H×W RGB batch, got {shape}")
+    if min(scale, tile, multiple, batch_size) < 1:
+        raise UserError("scale, tile, multiple and batch size must be positive")
+    if tile % multiple:
+        raise UserError(f"tile size {tile} must be a multiple of the model's size multiple {multiple}")
+    if not 0 <= overlap < tile:
+        raise UserError(f"tile overlap must be in [0, {tile}), got {overlap}")
+
+
+def _upscale_one(model: Model, lr: torch.Tensor, scale: int, tile: int, overlap: int, multiple: int,
+                 blend: str, batch_size: int, bar: tqdm) -> torch.Tensor:
+    h, w = lr.shape[-2:]
+    (hp, th, ys), (wp, tw, xs) = _grid(h, tile, overlap, multiple), _grid(w, tile, overlap, multiple)
+    padded = _pad_to(lr[None], hp, wp)
+    wy = [axis_window(ys, i, th, scale, blend) for i in range(len(ys))]
+    wx = [axis_window(xs, j, tw, scale, blend) for j in range(len(xs))]
+    out = torch.zeros(3, hp * scale, wp * scale, dtype=torch.float32, device=lr.device)
+    weight = torch.zeros(1, hp * scale, wp * scale, dtype=torch.float32, device=lr.device)
+    for batch in _batches([(i, j) for i in range(len(ys)) for j in range(len(xs))], batch_size):
+        tiles = torch.cat([padded[..., ys[i]:ys[i] + th, xs[j]:xs[j] + tw] for i, j in batch])
+        sr = model(tiles)
+        if not isinstance(sr, torch.Tensor) or tuple(sr.shape) != (len(batch), 3, th * scale, tw * scale):
+            got = tuple(sr.shape) if isinstance(sr, torch.Tensor) else type(sr).__name__
+            raise UserError(f"the model returned {got} for {len(batch)} tiles of {th}×{tw}; expected ×{scale} RGB")
+        sr = sr.to(out.device, torch.float32)
+        for k, (i, j) in enumerate(batch):
+            win = (wy[i][:, None] * wx[j][None, :]).to(out.device)
+            y0, x0 = ys[i] * scale, xs[j] * scale
+            out[:, y0:y0 + th * scale, x0:x0 + tw * scale].addcmul_(sr[k], win)
+            weight[:, y0:y0 + th * scale, x0:x0 + tw * scale].add_(win)
+        bar.update(len(batch))
+    out.div_(weight)
+    return out[:, : h * scale, : w * scale]
+
+
+@torch.no_grad()
+def tiled_upscale(
+    model: Model,
+    lr: torch.Tensor,
+    scale: int = 4,
+    tile: int = 128,
+    overlap: int = 32,
+    multiple: int = 1,
+    color_fix: str | Callable | None = None,
+    progress: bool = False,
+    blend: Literal["cosine", "linear"] = "cosine",
+    batch_size: int = 4,
+) -> torch.Tensor:
+    """Upscale N×3×H×W `lr` with `model` (NCHW batch -> ×scale NCHW batch) tile by tile.
+
+    `tile` and `overlap` are in LR pixels; `tile` must be a multiple of `multiple` (the model's
+    stride). `color_fix` is None, "adain", "wavelet" or a callable `(sr, lr) -> sr`. Returns
+    N×3×(H·scale)×(W·scale) float32 in [0, 1].
+    """
+    _check(lr, scale, tile, overlap, multiple, batch_size)
+    if blend not in ("cosine", "linear"):
+        raise UserError(f"blend must be 'cosine' or 'linear', got {blend!r}")
+    fix = get_color_fix(color_fix)
+    lr = lr.float()
+    results = []
+    total = lr.shape[0] * math.prod(len(_grid(s, tile, overlap, multiple)[2]) for s in lr.shape[-2:])
+    with tqdm(total=total, desc="tiles", unit="tile", disable=not progress) as bar:
+        for img in lr:
+            sr = _upscale_one(model, img, scale, tile, overlap, multiple, blend, batch_size, bar)[None]
+            if fix is not None:
+                sr = fix(sr, img[None])
+            results.append(sr.clamp_(0.0, 1.0))
+    return torch.cat(results)
