@@ -1,0 +1,282 @@
+"""The AdcSR student: PixelUnshuffle(2) → time/text-free SD UNet → link conv → VAE decoder mid + up.
+
+Built from diffusers blocks (ResnetBlock2D without time embedding, BasicTransformerBlock without
+cross-attention, Downsample2D/Upsample2D, the VAE `Decoder`). Every width, head count and head
+size is in the config, so a pruned student is rebuilt from its config alone. Parameter names
+follow `UNet2DConditionModel` / `Decoder`, so teacher weights map by name (see compress/).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.attention import BasicTransformerBlock
+from diffusers.models.autoencoders.vae import Decoder
+from diffusers.models.downsampling import Downsample2D
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.upsampling import Upsample2D
+from torch import nn
+
+from ..errors import UserError
+from .padding import crop_to, pad_to_multiple
+from .vae_decoder import PrunedVAEDecoder, decode_up_path
+
+DEFAULT_GROUP_CANDIDATES = (32, 24, 16, 8, 4, 2, 1)
+
+# Full-size AdcSR (FACTS §1): SD2.1-base UNet at 75% channels, heads kept (head_dim 64 → 48),
+# VAE decoder at 50%.
+_SD21 = dict(
+    block_out_channels=(240, 480, 960, 960),
+    attention_levels=(True, True, True, False),
+    num_attention_heads=(5, 10, 20, 20),
+    attention_head_dim=(48, 48, 48, 48),
+    ff_inner_dim=(960, 1920, 3840, 3840),
+    layers_per_block=2,
+    norm_group_candidates=DEFAULT_GROUP_CANDIDATES,
+    decoder_block_out_channels=(64, 128, 256, 256),
+    decoder_layers_per_block=2,
+    decoder_norm_num_groups=32,
+)
+
+# What `compress.from_teacher` gives for the `tiny` teacher at the default ratios.
+_TINY = dict(
+    block_out_channels=(24, 48, 96, 96),
+    attention_levels=(True, True, True, False),
+    num_attention_heads=(4, 8, 16, 16),
+    attention_head_dim=(6, 6, 6, 6),
+    ff_inner_dim=(96, 192, 384, 384),
+    layers_per_block=2,
+    norm_group_candidates=(8, 6, 4, 2, 1),
+    decoder_block_out_channels=(16, 32, 32, 32),
+    decoder_layers_per_block=2,
+    decoder_norm_num_groups=8,
+)
+
+PRESETS = {"sd21": _SD21, "tiny": _TINY}
+
+
+def pick_groups(channels: int, candidates: Sequence[int]) -> int:
+    """The first candidate group count that divides `channels` (the release's rule)."""
+    for g in candidates:
+        if channels % g == 0:
+            return g
+    raise UserError(f"no GroupNorm group count in {list(candidates)} divides {channels} channels")
+
+
+class SelfAttnTransformer(nn.Module):
+    """`Transformer2DModel` (linear projections) with self-attention only; same parameter names."""
+
+    def __init__(self, channels: int, heads: int, head_dim: int, ff_inner: int, groups: int, upcast: bool):
+        super().__init__()
+        inner = heads * head_dim
+        self.heads, self.head_dim, self.inner_dim = heads, head_dim, inner
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, inner)
+        self.transformer_blocks = nn.ModuleList(
+            [
+                BasicTransformerBlock(
+                    inner, heads, head_dim, cross_attention_dim=None, activation_fn="geglu",
+                    attention_bias=False, upcast_attention=upcast, ff_inner_dim=ff_inner,
+                )
+            ]
+        )
+        self.proj_out = nn.Linear(inner, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        y = self.proj_in(y)
+        for blk in self.transformer_blocks:
+            y = blk(y)
+        y = self.proj_out(y).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        return y + x
+
+
+class _Block(nn.Module):
+    """One UNet level: resnets, optional attentions, optional down/upsampler."""
+
+    def __init__(self):
+        super().__init__()
+        self.resnets = nn.ModuleList()
+        self.attentions = nn.ModuleList()
+
+
+def _resnet(cin: int, cout: int, cand: Sequence[int], eps: float) -> ResnetBlock2D:
+    return ResnetBlock2D(
+        in_channels=cin, out_channels=cout, temb_channels=None, eps=eps,
+        groups=pick_groups(cin, cand), groups_out=pick_groups(cout, cand), non_linearity="silu",
+    )
+
+
+class StudentUNet(nn.Module):
+    """The SD UNet with no time embedding, no text and no cross-attention."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        C = list(cfg.block_out_channels)
+        L, n = len(C), cfg.layers_per_block
+        cand, eps = cfg.norm_group_candidates, cfg.norm_eps
+
+        def attn(level: int) -> SelfAttnTransformer:
+            return SelfAttnTransformer(
+                C[level], cfg.num_attention_heads[level], cfg.attention_head_dim[level],
+                cfg.ff_inner_dim[level], pick_groups(C[level], cand), cfg.upcast_attention,
+            )
+
+        self.conv_in = nn.Conv2d(cfg.in_channels * 4, C[0], 3, padding=1)
+        self.down_blocks = nn.ModuleList()
+        for lvl in range(L):
+            blk = _Block()
+            for j in range(n):
+                blk.resnets.append(_resnet(C[lvl - 1] if (j == 0 and lvl > 0) else C[lvl], C[lvl], cand, eps))
+                if cfg.attention_levels[lvl]:
+                    blk.attentions.append(attn(lvl))
+            if lvl < L - 1:
+                blk.downsamplers = nn.ModuleList([Downsample2D(C[lvl], use_conv=True, out_channels=C[lvl], padding=1, name="op")])
+            self.down_blocks.append(blk)
+        self.mid_block = _Block()
+        self.mid_block.resnets.extend([_resnet(C[-1], C[-1], cand, eps) for _ in range(2)])
+        self.mid_block.attentions.append(attn(L - 1))
+        self.up_blocks = nn.ModuleList()
+        prev = C[-1]
+        for i in range(L):
+            lvl = L - 1 - i
+            out, skip_in = C[lvl], C[max(lvl - 1, 0)]
+            blk = _Block()
+            for j in range(n + 1):
+                skip = skip_in if j == n else out
+                blk.resnets.append(_resnet((prev if j == 0 else out) + skip, out, cand, eps))
+                if cfg.attention_levels[lvl]:
+                    blk.attentions.append(attn(lvl))
+            if i < L - 1:
+                blk.upsamplers = nn.ModuleList([Upsample2D(out, use_conv=True, out_channels=out)])
+            self.up_blocks.append(blk)
+            prev = out
+        self.conv_norm_out = nn.GroupNorm(pick_groups(C[0], cand), C[0], eps=eps)
+        self.conv_act = nn.SiLU()
+
+    @staticmethod
+    def _run(blk: _Block, x: torch.Tensor, i: int) -> torch.Tensor:
+        x = blk.resnets[i](x, None)
+        return blk.attentions[i](x) if len(blk.attentions) else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        skips = [x]
+        for blk in self.down_blocks:
+            for i in range(len(blk.resnets)):
+                x = self._run(blk, x, i)
+                skips.append(x)
+            if hasattr(blk, "downsamplers"):
+                x = blk.downsamplers[0](x)
+                skips.append(x)
+        x = self.mid_block.resnets[0](x, None)
+        x = self.mid_block.attentions[0](x)
+        x = self.mid_block.resnets[1](x, None)
+        for blk in self.up_blocks:
+            for i in range(len(blk.resnets)):
+                x = self._run(blk, torch.cat([x, skips.pop()], dim=1), i)
+            if hasattr(blk, "upsamplers"):
+                x = blk.upsamplers[0](x)
+        return self.conv_act(self.conv_norm_out(x))
+
+
+class AdcSRStudent(ModelMixin, ConfigMixin):
+    """LR in [0, 1] (any size) → SR ×4 in [0, 1] (clamped in eval mode only)."""
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: tuple[int, ...] = _SD21["block_out_channels"],
+        attention_levels: tuple[bool, ...] = _SD21["attention_levels"],
+        num_attention_heads: tuple[int, ...] = _SD21["num_attention_heads"],
+        attention_head_dim: tuple[int, ...] = _SD21["attention_head_dim"],
+        ff_inner_dim: tuple[int, ...] = _SD21["ff_inner_dim"],
+        layers_per_block: int = 2,
+        norm_group_candidates: tuple[int, ...] = DEFAULT_GROUP_CANDIDATES,
+        norm_eps: float = 1e-5,
+        upcast_attention: bool = False,
+        decoder_block_out_channels: tuple[int, ...] = _SD21["decoder_block_out_channels"],
+        decoder_layers_per_block: int = 2,
+        decoder_norm_num_groups: int = 32,
+    ):
+        super().__init__()
+        per_level = (attention_levels, num_attention_heads, attention_head_dim, ff_inner_dim)
+        if any(len(v) != len(block_out_channels) for v in per_level):
+            raise UserError("student config: per-level lists must all have one entry per UNet level")
+        self.unet = StudentUNet(self.config)
+        mid_ch = decoder_block_out_channels[-1]
+        self.link = nn.Conv2d(block_out_channels[0], mid_ch, 3, padding=1)
+        self.decoder = Decoder(
+            in_channels=4, out_channels=out_channels,
+            up_block_types=("UpDecoderBlock2D",) * len(decoder_block_out_channels),
+            block_out_channels=tuple(decoder_block_out_channels), layers_per_block=decoder_layers_per_block,
+            norm_num_groups=decoder_norm_num_groups, act_fn="silu", mid_block_add_attention=True,
+        )
+        # The link feeds the mid-block directly: the decoder's conv_in is unused (FACTS §1).
+        self.decoder.conv_in = nn.Identity()
+
+    @classmethod
+    def from_preset(cls, name: str) -> "AdcSRStudent":
+        if name not in PRESETS:
+            raise UserError(f"unknown student preset {name!r} (known: {', '.join(PRESETS)})")
+        return cls(**PRESETS[name])
+
+    @classmethod
+    def from_pretrained(cls, path, **kw) -> "AdcSRStudent":
+        """diffusers' loader; a missing folder or weights that do not fit the config is a UserError."""
+        try:
+            return super().from_pretrained(path, **kw)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"cannot load the student from {path}: {first[:300]}") from None
+
+    @property
+    def size_multiple(self) -> int:
+        """LR sides are padded to this: PixelUnshuffle(2) then one stride-2 per UNet level but the last."""
+        return 2 * 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def feature_channels(self) -> int:
+        return self.config.decoder_block_out_channels[-1]
+
+    @property
+    def scale(self) -> int:
+        return 2 ** (len(self.config.decoder_block_out_channels) - 1) // 2
+
+    def features(self, lr: torch.Tensor) -> torch.Tensor:
+        """Decoder mid-block output at (padded LR)/2: the stage-2 distillation space."""
+        if lr.dim() != 4 or lr.shape[1] != self.config.in_channels:
+            raise UserError(f"expected LR images of shape (N, {self.config.in_channels}, H, W), got {tuple(lr.shape)}")
+        x, _ = pad_to_multiple(lr * 2 - 1, self.size_multiple)
+        x = self.unet(F.pixel_unshuffle(x, 2))
+        return self.decoder.mid_block(self.link(x), None)
+
+    def decode(self, features: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Features → SR in [0, 1]; `size` (the LR (h, w)) crops away the padding."""
+        img = (decode_up_path(self.decoder, features) + 1) / 2
+        if size is not None:
+            img = crop_to(img, size, self.scale)
+        return img if self.training else img.clamp(0, 1)
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.features(lr), tuple(lr.shape[-2:]))
+
+    def stage2_parameters(self) -> list[nn.Parameter]:
+        """What stage 2 trains: UNet + link + decoder mid-block (the up path stays frozen)."""
+        return [*self.unet.parameters(), *self.link.parameters(), *self.decoder.mid_block.parameters()]
+
+    def init_decoder_from(self, dec: PrunedVAEDecoder) -> None:
+        """Copy the mid-block and up path (and output convs) of a stage-1 decoder."""
+        src = {k: v for k, v in dec.decoder.state_dict().items() if not k.startswith("conv_in.")}
+        dst = self.decoder.state_dict()
+        bad = [k for k in dst if k not in src or src[k].shape != dst[k].shape]
+        if bad or len(src) != len(dst):
+            raise UserError(f"decoder does not fit the student (first mismatch: {(bad or ['extra keys'])[0]})")
+        self.decoder.load_state_dict(src)
