@@ -25,11 +25,12 @@ Model = Callable[[torch.Tensor], torch.Tensor]
 
 
 def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, size) with tiles of `tile` overlapping by at least `overlap`."""
+    """Start offsets covering [0, size) with tiles of `tile` overlapping by at least `overlap`,
+    spread evenly so neighbouring overlaps differ by at most one pixel."""
     if size <= tile:
         return [0]
-    starts = list(range(0, size - tile, tile - overlap))
-    return starts + [size - tile]
+    gaps = math.ceil((size - tile) / (tile - overlap))
+    return [round(i * (size - tile) / gaps) for i in range(gaps + 1)]
 
 
 def _ramp(n: int, kind: str) -> torch.Tensor:
@@ -40,12 +41,12 @@ def _ramp(n: int, kind: str) -> torch.Tensor:
 def axis_window(starts: list[int], index: int, tile: int, scale: int, kind: str) -> torch.Tensor:
     """Blending weights (SR pixels) of tile `index` along one axis."""
     w = torch.ones(tile * scale)
-    if index > 0:
-        n = (starts[index - 1] + tile - starts[index]) * scale
-        w[:n] = _ramp(n, kind)
-    if index < len(starts) - 1:
-        n = (starts[index] + tile - starts[index + 1]) * scale
-        w[-n:] = torch.minimum(w[-n:], _ramp(n, kind).flip(0))
+    before = (starts[index - 1] + tile - starts[index]) * scale if index > 0 else 0
+    after = (starts[index] + tile - starts[index + 1]) * scale if index < len(starts) - 1 else 0
+    if before > 0:
+        w[:before] = _ramp(before, kind)
+    if after > 0:
+        w[-after:] = torch.minimum(w[-after:], _ramp(after, kind).flip(0))
     return w
 
 
