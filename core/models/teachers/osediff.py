@@ -1,0 +1,335 @@
+"""OSEDiff (AdcSR's teacher), rebuilt with diffusers + peft as its authors released it.
+
+SD2.1-base UNet + VAE; rank-4 peft LoRA in three UNet adapter groups (encoder = down blocks and
+`conv_in`, decoder = up blocks and `conv_out`, others = the rest) and one VAE group (the encoder
+and `quant_conv`), peft's default alpha 8 (scale 2.0); `conv_in` fully trained. One step: LR
+bicubic ×4 → VAE encode × 0.18215 → UNet at t = 999 → x0 = (z − √(1−ᾱ)·ε)/√ᾱ → decode.
+We take the latent mean instead of a sample (as AdcSR's stage 2 does), so the teacher is
+deterministic. DAPE is not bundled: the prompt is a text (with the folder's text encoder), an
+embedding file, or the empty prompt — `describe()["prompt"]` always says which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from ...errors import UserError
+from ..sd_configs import unet_config, vae_config
+from .base import Teacher
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from ..feature_space import FeatureSpace
+
+RANK = 4
+TIMESTEP = 999
+GROUPS = ("default_encoder", "default_decoder", "default_others")
+# The released target-module greps (OSEDiff's initialize_unet / initialize_vae).
+UNET_GREP = ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_in", "conv_shortcut",
+             "conv_out", "proj_out", "proj_in", "ff.net.2", "ff.net.0.proj")
+VAE_GREP = ("conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "to_k", "to_q", "to_v", "to_out.0")
+CKPT_KEYS = ("rank_unet", "rank_vae", "unet_lora_encoder_modules", "unet_lora_decoder_modules",
+             "unet_lora_others_modules", "vae_lora_encoder_modules", "state_dict_unet", "state_dict_vae")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def unet_lora_targets(unet: torch.nn.Module) -> dict[str, list[str]]:
+    """The three released UNet target lists, keyed by adapter group."""
+    groups: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for name, _ in unet.named_parameters():
+        if "bias" in name or "norm" in name or not any(p in name for p in UNET_GREP):
+            continue
+        module = name.removesuffix(".weight")
+        if "down_blocks" in name or "conv_in" in name:
+            groups["default_encoder"].append(module)
+        elif "up_blocks" in name or "conv_out" in name:
+            groups["default_decoder"].append(module)
+        else:
+            groups["default_others"].append(module)
+    return groups
+
+
+def vae_lora_targets(vae: torch.nn.Module) -> list[str]:
+    """The released VAE encoder target list (the release lists some names twice; we do not)."""
+    out: list[str] = []
+    for name, _ in vae.named_parameters():
+        if "bias" in name or "norm" in name:
+            continue
+        is_encoder = "encoder" in name and any(p in name for p in VAE_GREP)
+        if is_encoder or ("quant_conv" in name and "post_quant_conv" not in name):
+            out.append(name.removesuffix(".weight"))
+    return out
+
+
+def add_adapters(unet: UNet2DConditionModel, vae: AutoencoderKL, ckpt: dict[str, Any]) -> None:
+    """Inject the LoRA groups named by a released-format checkpoint dict (weights not copied)."""
+    from peft import LoraConfig
+
+    lists = {"default_encoder": "unet_lora_encoder_modules", "default_decoder": "unet_lora_decoder_modules",
+             "default_others": "unet_lora_others_modules"}
+    warnings.filterwarnings("ignore", message="Already found a `peft_config`")  # several groups is the design
+    for group, key in lists.items():
+        unet.add_adapter(LoraConfig(r=ckpt["rank_unet"], init_lora_weights="gaussian",
+                                    target_modules=list(ckpt[key])), adapter_name=group)
+    unet.set_adapter(list(GROUPS))
+    vae.add_adapter(LoraConfig(r=ckpt["rank_vae"], init_lora_weights="gaussian",
+                               target_modules=list(ckpt["vae_lora_encoder_modules"])), adapter_name="default_encoder")
+    vae.set_adapter(["default_encoder"])
+
+
+def trained_unet_state(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in unet.state_dict().items() if "lora" in k or "conv_in" in k}
+
+
+def trained_vae_state(vae: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in vae.state_dict().items() if "lora" in k}
+
+
+def _copy_in(model: torch.nn.Module, state: dict[str, torch.Tensor], wanted: str, where: str) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not any(w in name for w in wanted.split("|")):
+                continue
+            if name not in state:
+                raise UserError(f"OSEDiff checkpoint {where} lacks {name}")
+            if state[name].shape != p.shape:
+                raise UserError(f"OSEDiff checkpoint {where}: {name} has shape {tuple(state[name].shape)}, "
+                                f"the model expects {tuple(p.shape)} (wrong base model?)")
+            p.copy_(state[name])
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A released-format OSEDiff checkpoint: `.pkl`/`.pt` (torch, weights only) or `.safetensors` + `.json`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"OSEDiff checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        meta_path = path.with_suffix(".json")
+        if not meta_path.is_file():
+            raise UserError(f"{path} needs its {meta_path.name} (ranks and target lists) beside it")
+        try:
+            ckpt = json.loads(meta_path.read_text())
+            tensors = load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
+            raise UserError(f"cannot read OSEDiff checkpoint {path}: {str(e).splitlines()[0]}") from None
+        ckpt["state_dict_unet"] = {k[5:]: v for k, v in tensors.items() if k.startswith("unet.")}
+        ckpt["state_dict_vae"] = {k[4:]: v for k, v in tensors.items() if k.startswith("vae.")}
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot read OSEDiff checkpoint {path}: {str(e).splitlines()[0]}") from None
+    missing = [k for k in CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not an OSEDiff checkpoint (missing {', '.join(missing)})")
+    return ckpt
+
+
+def count_full_size() -> tuple[int, int]:
+    """Parameters of the SD2.1-base UNet and VAE OSEDiff builds on, instantiated on the meta device."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(**unet_config("sd21"))
+        vae = AutoencoderKL(**vae_config("sd21"))
+    return sum(p.numel() for p in unet.parameters()), sum(p.numel() for p in vae.parameters())
+
+
+def _scheduler(folder: Path | None):
+    from diffusers import DDPMScheduler
+
+    if folder is not None and (folder / "scheduler" / "scheduler_config.json").is_file():
+        sched = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    else:  # SD2.1-base's scheduler
+        sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, clip_sample=False)
+    if sched.config.prediction_type != "epsilon":
+        raise UserError(f"OSEDiff needs an epsilon-prediction base (SD2.1-base), got {sched.config.prediction_type}")
+    return sched
+
+
+def _prompt_embeds(folder: Path | None, prompt: str | None, embedding: str | None, dim: int) -> tuple[torch.Tensor, str]:
+    if embedding is not None:
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(embedding))
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"cannot read prompt embedding {embedding}: {str(e).splitlines()[0]}") from None
+        if len(tensors) != 1:
+            raise UserError(f"prompt embedding {embedding} must hold exactly one tensor, has {len(tensors)}")
+        emb = next(iter(tensors.values())).float()
+        emb = emb[None] if emb.ndim == 2 else emb
+        if emb.ndim != 3 or emb.shape[0] != 1 or emb.shape[-1] != dim:
+            raise UserError(f"prompt embedding {embedding} has shape {tuple(emb.shape)}, expected (1, L, {dim})")
+        return emb, f"embedding file {embedding}"
+    if folder is not None and (folder / "text_encoder").is_dir() and (folder / "tokenizer").is_dir():
+        from transformers import AutoTokenizer, CLIPTextModel
+
+        text = prompt or ""
+        tok = AutoTokenizer.from_pretrained(folder, subfolder="tokenizer")
+        enc = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").eval()
+        ids = tok(text, max_length=tok.model_max_length, padding="max_length", truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            return enc(ids.input_ids)[0].float(), f"text encoder, prompt {text!r}"
+    if prompt:
+        raise UserError("a text prompt needs the SD folder's text_encoder/ and tokenizer/ (or give prompt_embedding)")
+    return torch.zeros(1, 77, dim), "empty prompt as zeros (no text encoder, no embedding file)"
+
+
+class OSEDiffTeacher(Teacher):
+    name = "osediff"
+    size_multiple = 16  # the UNet halves the latent 3 times: latent % 8, image % 64, LR % 16
+    default_color_fix = "adain"
+
+    def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: Any, prompt_embeds: torch.Tensor,
+                 info: dict[str, Any], dtype: str = "fp32", device: str | torch.device = "cpu"):
+        if dtype not in DTYPES:
+            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        self.device = torch.device(device)
+        if dtype != "fp32" and self.device.type != "cuda":
+            raise UserError(f"{dtype} runs on CUDA only; use dtype=fp32 on {self.device.type}")
+        self.dtype = DTYPES[dtype]
+        self.unet = unet.to(self.device).eval().requires_grad_(False)
+        self.vae = vae.to(self.device).eval().requires_grad_(False)
+        if self.dtype != torch.float32:
+            self.unet.to(dtype=self.dtype), self.vae.to(dtype=self.dtype)
+        self.prompt_embeds = prompt_embeds.to(self.device, self.dtype)
+        alpha = scheduler.alphas_cumprod[TIMESTEP].item()
+        self._sqrt_a, self._sqrt_1ma = alpha**0.5, (1 - alpha) ** 0.5
+        self.info = {**info, "dtype": dtype, "merged": False, "latent": "mean", "timestep": TIMESTEP}
+
+    @classmethod
+    def load(cls, sd_folder: str | None = None, checkpoint: str | None = None, preset: str | None = None,
+             prompt: str | None = None, prompt_embedding: str | None = None, dtype: str = "fp32",
+             device: str = "cpu", merge: bool | str = True, seed: int | str = 0) -> OSEDiffTeacher:
+        """From an SD2.1-base diffusers folder + an OSEDiff checkpoint, or `preset="tiny"` (random)."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        if preset is not None:
+            if sd_folder or checkpoint:
+                raise UserError("give either preset or sd_folder + checkpoint for osediff, not both")
+            teacher = cls.from_preset(preset, seed=int(seed), prompt_embedding=prompt_embedding, device=device)
+        else:
+            if not sd_folder or not checkpoint:
+                raise UserError("osediff needs sd_folder=<SD2.1-base diffusers folder> and checkpoint=<OSEDiff "
+                                "checkpoint> (or preset=tiny)")
+            folder = Path(sd_folder)
+            for sub in ("unet", "vae"):
+                if not (folder / sub / "config.json").is_file():
+                    raise UserError(f"{folder} is not a diffusers SD folder (no {sub}/config.json)")
+            ckpt = read_checkpoint(checkpoint)
+            unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+            vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
+            add_adapters(unet, vae, ckpt)
+            _copy_in(unet, ckpt["state_dict_unet"], "lora|conv_in", str(checkpoint))
+            _copy_in(vae, ckpt["state_dict_vae"], "lora", str(checkpoint))
+            emb, source = _prompt_embeds(folder, prompt, prompt_embedding, unet.config.cross_attention_dim)
+            info = {"sd_folder": str(folder), "checkpoint": str(checkpoint), "prompt": source}
+            teacher = cls(unet, vae, _scheduler(folder), emb, info, dtype=dtype, device=device)
+        if merge in (True, "1", "true", "True", "yes"):
+            teacher.merge_lora()
+        return teacher
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", seed: int = 0, prompt_embedding: str | None = None,
+                    device: str = "cpu") -> OSEDiffTeacher:
+        """SD-shaped random weights with non-zero LoRA (so LoRA paths are exercised), for tests."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        if preset != "tiny":
+            raise UserError(f"osediff preset {preset!r} has no weights here; load sd_folder + checkpoint instead")
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**unet_config(preset))
+        vae = AutoencoderKL(**vae_config(preset))
+        targets = unet_lora_targets(unet)
+        add_adapters(unet, vae, {
+            "rank_unet": RANK, "rank_vae": RANK, "vae_lora_encoder_modules": vae_lora_targets(vae),
+            "unet_lora_encoder_modules": targets["default_encoder"],
+            "unet_lora_decoder_modules": targets["default_decoder"],
+            "unet_lora_others_modules": targets["default_others"],
+        })
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for name, p in [*unet.named_parameters(), *vae.named_parameters()]:
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        emb, source = _prompt_embeds(None, None, prompt_embedding, unet.config.cross_attention_dim)
+        return cls(unet, vae, _scheduler(None), emb, {"preset": preset, "seed": seed, "prompt": source}, device=device)
+
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """The trained parts in the released checkpoint format (needs unmerged LoRA)."""
+        if self.info["merged"]:
+            raise UserError("LoRA is merged into the weights; save the checkpoint before merging")
+        cfg = self.unet.peft_config
+        return {
+            "rank_unet": cfg["default_encoder"].r, "rank_vae": self.vae.peft_config["default_encoder"].r,
+            **{f"unet_lora_{g.split('_')[1]}_modules": sorted(cfg[g].target_modules) for g in GROUPS},
+            "vae_lora_encoder_modules": sorted(self.vae.peft_config["default_encoder"].target_modules),
+            "state_dict_unet": trained_unet_state(self.unet), "state_dict_vae": trained_vae_state(self.vae),
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write `<path>.safetensors` + `<path>.json`: the released format without a pickle."""
+        from safetensors.torch import save_file
+
+        from ...atomic import atomic_path, atomic_write_text
+
+        path = Path(path).with_suffix(".safetensors")
+        ckpt = self.checkpoint_dict()
+        tensors = {f"unet.{k}": v.float().contiguous().cpu() for k, v in ckpt.pop("state_dict_unet").items()}
+        tensors |= {f"vae.{k}": v.float().contiguous().cpu() for k, v in ckpt.pop("state_dict_vae").items()}
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
+        atomic_write_text(path.with_suffix(".json"), json.dumps(ckpt, indent=1) + "\n")
+
+    def merge_lora(self) -> None:
+        """Fold every LoRA group into its base weights (peft merge) and drop the adapters."""
+        if self.info["merged"]:
+            return
+        for model in (self.unet, self.vae):
+            model.fuse_lora(adapter_names=list(model.peft_config))
+            model.unload_lora()
+        self.info["merged"] = True
+
+    @torch.no_grad()
+    def x0_latent(self, lr: torch.Tensor) -> torch.Tensor:
+        """The one-step prediction x0 (scaled latent, float32) for an LR batch whose size is a multiple of 16."""
+        hq = F.interpolate(lr.to(self.device, torch.float32), scale_factor=4, mode="bicubic", align_corners=False)
+        hq = hq.clamp(0, 1) * 2 - 1
+        z = self.vae.encode(hq.to(self.dtype)).latent_dist.mean * self.vae.config.scaling_factor
+        t = torch.full((z.shape[0],), TIMESTEP, device=self.device, dtype=torch.long)
+        emb = self.prompt_embeds.expand(z.shape[0], -1, -1)
+        eps = self.unet(z, t, encoder_hidden_states=emb).sample
+        return ((z.float() - self._sqrt_1ma * eps.float()) / self._sqrt_a)
+
+    @torch.no_grad()
+    def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
+        x0 = self.x0_latent(lr)
+        img = self.vae.decode((x0 / self.vae.config.scaling_factor).to(self.dtype)).sample
+        return ((img.float().clamp(-1, 1) + 1) / 2).to(lr.device)
+
+    @torch.no_grad()
+    def features(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> torch.Tensor:
+        from ..padding import pad_to_multiple
+
+        padded, _ = pad_to_multiple(lr, multiple)  # as the student pads
+        h, w = padded.shape[-2:]
+        net_in, _ = pad_to_multiple(padded, self.size_multiple)  # further, if the UNet needs it
+        p = next(space.parameters())
+        feats = space.from_latent(self.x0_latent(net_in).to(p.device, p.dtype))
+        ratio = net_in.shape[-1] // feats.shape[-1]
+        return feats[..., : h // ratio, : w // ratio]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, **self.info}
