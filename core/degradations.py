@@ -57,17 +57,20 @@ class StageConfig:
     gray_noise_prob: float = 0.4
     jpeg_range: tuple[float, float] = (60.0, 95.0)
 
-    def __post_init__(self) -> None:
-        check_probability(self.blur_prob, "blur_prob")
-        check_probabilities(self.resize_prob, "resize_prob")
-        check_range(self.resize_range, "resize_range", low=1e-3)
+    def validate(self, where: str) -> None:
+        """One-line UserError for a bad value, naming it as `where`.field."""
+        self.blur.validate(f"{where}.blur")
+        check_probability(self.blur_prob, f"{where}.blur_prob")
+        check_probabilities(self.resize_prob, f"{where}.resize_prob")
+        check_range(self.resize_range, f"{where}.resize_range", low=1e-3)
         if not self.resize_range[0] <= 1.0 <= self.resize_range[1]:
-            raise UserError(f"resize_range must contain 1, got [{self.resize_range[0]}, {self.resize_range[1]}]")
-        check_probability(self.gaussian_noise_prob, "gaussian_noise_prob")
-        check_range(self.noise_range, "noise_range")
-        check_range(self.poisson_scale_range, "poisson_scale_range")
-        check_probability(self.gray_noise_prob, "gray_noise_prob")
-        check_range(self.jpeg_range, "jpeg_range", low=1, high=100)
+            lo, hi = self.resize_range
+            raise UserError(f"{where}.resize_range must contain 1 (down below, up above), got [{lo}, {hi}]")
+        check_probability(self.gaussian_noise_prob, f"{where}.gaussian_noise_prob")
+        check_range(self.noise_range, f"{where}.noise_range")
+        check_range(self.poisson_scale_range, f"{where}.poisson_scale_range")
+        check_probability(self.gray_noise_prob, f"{where}.gray_noise_prob")
+        check_range(self.jpeg_range, f"{where}.jpeg_range", low=1, high=100)
 
 
 def _stage2_defaults() -> StageConfig:
@@ -94,6 +97,8 @@ class DegradationConfig:
     def __post_init__(self) -> None:
         if self.scale < 1:
             raise UserError(f"scale must be a positive integer, got {self.scale}")
+        self.stage1.validate("stage1")
+        self.stage2.validate("stage2")
         check_probability(self.final_sinc_prob, "final_sinc_prob")
         if not self.resize_modes:
             raise UserError("resize_modes: give at least one mode")

@@ -98,7 +98,8 @@ def pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
 
 @dataclass
 class BlurConfig:
-    """One stage's random blur (Real-ESRGAN x4plus defaults, first stage)."""
+    """One stage's random blur (Real-ESRGAN x4plus defaults, first stage). Checked by `validate`,
+    which the enclosing DegradationConfig calls so that errors name the stage."""
 
     kernel_sizes: tuple[int, ...] = (7, 9, 11, 13, 15, 17, 19, 21)
     kernel_list: tuple[KernelType, ...] = KERNEL_TYPES  # type: ignore[assignment]
@@ -108,19 +109,20 @@ class BlurConfig:
     betag_range: tuple[float, float] = (0.5, 4.0)
     betap_range: tuple[float, float] = (1.0, 2.0)
 
-    def __post_init__(self) -> None:
+    def validate(self, where: str = "blur") -> None:
+        """One-line UserError for a bad value, naming it as `where`.field."""
         if not self.kernel_sizes:
-            raise UserError("blur.kernel_sizes: give at least one size")
+            raise UserError(f"{where}.kernel_sizes: give at least one size")
         for s in self.kernel_sizes:
             if s < 3 or s % 2 != 1:
-                raise UserError(f"blur.kernel_sizes: sizes must be odd and at least 3, got {s}")
+                raise UserError(f"{where}.kernel_sizes: sizes must be odd and at least 3, got {s}")
         if len(self.kernel_list) != len(self.kernel_prob):
-            raise UserError("blur.kernel_list and blur.kernel_prob must have the same length")
-        check_probabilities(self.kernel_prob, "blur.kernel_prob")
-        check_probability(self.sinc_prob, "blur.sinc_prob")
-        check_range(self.sigma_range, "blur.sigma_range", low=1e-6)
-        check_range(self.betag_range, "blur.betag_range", low=1e-6)
-        check_range(self.betap_range, "blur.betap_range", low=1e-6)
+            raise UserError(f"{where}.kernel_list and {where}.kernel_prob must have the same length")
+        check_probabilities(self.kernel_prob, f"{where}.kernel_prob")
+        check_probability(self.sinc_prob, f"{where}.sinc_prob")
+        check_range(self.sigma_range, f"{where}.sigma_range", low=1e-6)
+        check_range(self.betag_range, f"{where}.betag_range", low=1e-6)
+        check_range(self.betap_range, f"{where}.betap_range", low=1e-6)
 
 
 def check_probability(p: float, where: str) -> None:

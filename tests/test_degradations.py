@@ -78,21 +78,23 @@ def test_unknown_yaml_key_is_one_line_user_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "data",
+    "data, where",
     [
-        {"stage1": {"resize_prob": [0.5, 0.5, 0.5]}},
-        {"stage1": {"resize_range": [1.2, 1.5]}},
-        {"stage2": {"jpeg_range": [30, 101]}},
-        {"stage2": {"blur": {"kernel_sizes": [8]}}},
-        {"final_sinc_prob": 1.5},
-        {"resize_modes": ["nearest"]},
-        {"scale": 0},
+        ({"stage1": {"resize_prob": [0.5, 0.5, 0.5]}}, "stage1.resize_prob"),
+        ({"stage1": {"resize_range": [1.2, 1.5]}}, "stage1.resize_range"),
+        ({"stage2": {"jpeg_range": [30, 101]}}, "stage2.jpeg_range"),
+        ({"stage2": {"blur": {"kernel_sizes": [8]}}}, "stage2.blur.kernel_sizes"),
+        ({"stage1": {"blur": {"kernel_prob": [1.0]}}}, "stage1.blur.kernel_list"),
+        ({"stage2": {"noise_range": [5, 1]}}, "stage2.noise_range"),
+        ({"final_sinc_prob": 1.5}, "final_sinc_prob"),
+        ({"resize_modes": ["nearest"]}, "resize_modes"),
+        ({"scale": 0}, "scale"),
     ],
 )
-def test_invalid_values_are_one_line_user_errors(data):
+def test_invalid_values_are_one_line_user_errors_naming_the_field(data, where):
     with pytest.raises(UserError) as e:
         load_config(DegradationConfig, data)
-    assert "\n" not in str(e.value)
+    assert str(e.value).startswith(where) and "\n" not in str(e.value)
 
 
 # ----------------------------------------------------------------------------- operators

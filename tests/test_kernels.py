@@ -177,10 +177,10 @@ def test_only_configured_kernel_types_are_drawn():
         lambda: gaussian_kernel(8, 1.0),
         lambda: gaussian_kernel(7, 0.0),
         lambda: sinc_kernel(7, 4.0),
-        lambda: BlurConfig(kernel_prob=(0.5, 0.5, 0.5, 0.0, 0.0, 0.0)),
-        lambda: BlurConfig(kernel_sizes=(7, 10)),
-        lambda: BlurConfig(sigma_range=(3.0, 0.2)),
-        lambda: BlurConfig(kernel_list=("iso",)),
+        lambda: BlurConfig(kernel_prob=(0.5, 0.5, 0.5, 0.0, 0.0, 0.0)).validate(),
+        lambda: BlurConfig(kernel_sizes=(7, 10)).validate(),
+        lambda: BlurConfig(sigma_range=(3.0, 0.2)).validate(),
+        lambda: BlurConfig(kernel_list=("iso",)).validate(),
     ],
 )
 def test_bad_kernel_arguments_are_user_errors(bad):
