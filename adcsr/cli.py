@@ -18,6 +18,7 @@ from adcsr import __version__
 # (subcommand module) in the order `adcsr --help` lists them.
 COMMAND_MODULES: list[str] = [
     "adcsr.upscale",
+    "adcsr.imagetools",
 ]
 
 
