@@ -1,7 +1,7 @@
 """`adcsr upscale IN... OUT`: ×4 super-resolution of photos with a teacher or a trained student.
 
 One input file and an OUT with an image extension writes that file; otherwise OUT is a folder
-that receives `<stem>.png` per input (folders given as inputs are expanded, not recursed). A
+that receives `<name>.png` per input (folders are searched recursively, sub-folders kept). A
 corrupt input among several is reported and skipped; the rest are written and the exit code says
 that some failed.
 """
@@ -17,7 +17,6 @@ import torch
 
 from adcsr.core.errors import UserError
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 COLOR_FIXES = ("none", "adain", "wavelet")
 
 
@@ -50,49 +49,46 @@ def _teacher_options(pairs: list[str]) -> dict[str, Any]:
     return opts
 
 
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Expand folders to their image files (sorted); every named file must exist."""
-    files: list[Path] = []
+def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(file, name relative to its input) per image; folders are searched recursively."""
+    from adcsr.core.imaging import list_images
+
+    files: list[tuple[Path, Path]] = []
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = list_images(path)
             if not found:
-                raise UserError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) in folder {path}")
-            files += found
+                raise UserError(f"no images in folder {path}")
+            files += [(f, f.relative_to(path)) for f in found]
         elif path.is_file():
-            files.append(path)
+            files.append((path, Path(path.name)))
         else:
             raise UserError(f"input not found: {path}")
     return files
 
 
-def plan_outputs(files: list[Path], inputs: list[str], output: str, force: bool) -> tuple[list[Path], bool]:
-    """(destination per input, whether OUT is a folder); refuses clashes and (without `force`)
-    existing files, before any work starts."""
+def plan_outputs(files: list[tuple[Path, Path]], output: str, force: bool) -> tuple[list[Path], bool]:
+    """(destination per input, whether OUT is a folder); refuses clashes, inputs being overwritten
+    and (without `force`) existing files, before any work starts."""
+    from adcsr.core.imaging import WRITE_FORMATS, check_output
+
     out = Path(output)
-    single = len(files) == 1 and len(inputs) == 1 and not Path(inputs[0]).is_dir()
-    folder = not (single and out.suffix.lower() in IMAGE_EXTENSIONS)
-    if not folder:
-        dests = [out]
-    else:
-        if out.exists() and not out.is_dir():
-            raise UserError(f"{out} is a file; with several inputs OUT must be a folder")
-        dests = [out / f"{f.stem}.png" for f in files]
+    folder = not (len(files) == 1 and files[0][1] == Path(files[0][0].name) and out.suffix.lower() in WRITE_FORMATS)
+    if folder and out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file; with several inputs (or a folder) OUT must be a folder")
+    dests = [out / rel.with_suffix(".png") for _, rel in files] if folder else [out]
     seen: dict[Path, Path] = {}
-    for src, dst in zip(files, dests):
+    for (src, _), dst in zip(files, dests):
         if dst in seen:
             raise UserError(f"{seen[dst]} and {src} would both be written to {dst}")
         seen[dst] = src
-    existing = [d for d in dests if d.exists()]
-    if existing and not force:
-        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-        raise UserError(f"{existing[0]} already exists{more} (use --force to replace)")
+        check_output(dst, force=force, inputs=[f for f, _ in files])
     return dests, folder
 
 
-def load_model(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor, str | None], torch.Tensor], dict[str, Any], str]:
-    """(upscale(lr, color_fix) function, description for the manifest, default colour fix)."""
+def load_model(args: argparse.Namespace) -> tuple[Callable[..., torch.Tensor], dict[str, Any], str]:
+    """(upscale(lr, color_fix, progress) function, description for the manifest, default colour fix)."""
     if args.tile < 0 or args.overlap < 0 or (args.tile and args.overlap * 2 >= args.tile):
         raise UserError("--tile must be >= 0 (0 = whole image) and --overlap less than half of it")
     tile = args.tile or 1 << 30
@@ -103,8 +99,8 @@ def load_model(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor, str | 
         opts.setdefault("device", args.device)
         teacher = get_teacher(args.teacher, **opts)
 
-        def run_teacher(lr: torch.Tensor, color_fix: str | None) -> torch.Tensor:
-            return teacher.upscale(lr, tile=tile, overlap=args.overlap, color_fix=color_fix)
+        def run_teacher(lr: torch.Tensor, color_fix: str | None, progress: bool) -> torch.Tensor:
+            return teacher.upscale(lr, tile=tile, overlap=args.overlap, color_fix=color_fix, progress=progress)
 
         return run_teacher, teacher.describe(), getattr(teacher, "default_color_fix", "none")
     from adcsr.core.models.student import AdcSRStudent
@@ -118,12 +114,12 @@ def load_model(args: argparse.Namespace) -> tuple[Callable[[torch.Tensor, str | 
         raise UserError(f"cannot load the student from {args.student}: {str(e).splitlines()[0]}") from None
 
     @torch.no_grad()
-    def run_student(lr: torch.Tensor, color_fix: str | None) -> torch.Tensor:
+    def run_student(lr: torch.Tensor, color_fix: str | None, progress: bool) -> torch.Tensor:
         def forward(x: torch.Tensor) -> torch.Tensor:
             return student(x.to(args.device)).clamp(0, 1).cpu()
 
         return tiled_upscale(forward, lr, scale=4, tile=tile, overlap=args.overlap,
-                             multiple=student.size_multiple, color_fix=color_fix)
+                             multiple=student.size_multiple, color_fix=color_fix, progress=progress)
 
     return run_student, {"name": "student", "folder": str(args.student)}, "none"
 
@@ -134,26 +130,26 @@ def run(args: argparse.Namespace) -> int:
     from adcsr.core.imaging import read_image, write_image
 
     files = collect_inputs(args.inputs)
-    dests, folder = plan_outputs(files, args.inputs, args.output, args.force)
+    dests, folder = plan_outputs(files, args.output, args.force)
     upscale, described, default_fix = load_model(args)
     fix = args.color_fix or default_fix
     if "prompt" in described:
         print(f"adcsr upscale: {described['name']} prompt: {described['prompt']}", file=sys.stderr)
     failed: list[Path] = []
-    for src, dst in tqdm(list(zip(files, dests)), desc="upscale", unit="image", disable=len(files) < 2):
+    for (src, _), dst in tqdm(list(zip(files, dests)), desc="upscale", unit="image", disable=len(files) < 2):
         try:
             lr = read_image(src)[None]
-            sr = upscale(lr, None if fix == "none" else fix)
+            sr = upscale(lr, None if fix == "none" else fix, len(files) == 1)
             write_image(sr[0], dst, force=True)
         except UserError as e:
             if len(files) == 1:
                 raise
             failed.append(src)
-            tqdm.write(f"adcsr upscale: skipped {src}: {e}", file=sys.stderr)
+            tqdm.write(f"adcsr upscale: skipped: {e}", file=sys.stderr)
     if folder:
         from adcsr.core.manifest import write_manifest
 
-        written = [str(d) for d, s in zip(dests, files) if s not in failed]
+        written = [str(d) for d, (s, _) in zip(dests, files) if s not in failed]
         write_manifest(Path(args.output) / "manifest.json", command="upscale", model=described, color_fix=fix,
                        tile=args.tile, overlap=args.overlap, written=written, failed=[str(f) for f in failed])
     if failed:

@@ -40,13 +40,14 @@ class Teacher(abc.ABC):
         return {"name": self.name}
 
     @torch.no_grad()
-    def upscale(self, lr: torch.Tensor, tile: int = 128, overlap: int = 32, color_fix: str | None = None) -> torch.Tensor:
+    def upscale(self, lr: torch.Tensor, tile: int = 128, overlap: int = 32, color_fix: str | None = None,
+                progress: bool = False) -> torch.Tensor:
         from ...tiling import tiled_upscale
 
         _check_image(lr)
         return tiled_upscale(
             self.forward_tile, lr, scale=self.scale, tile=tile, overlap=overlap,
-            multiple=self.size_multiple, color_fix=color_fix,
+            multiple=self.size_multiple, color_fix=color_fix, progress=progress,
         )
 
 
