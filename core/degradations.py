@@ -190,9 +190,11 @@ def poisson_noise(x: torch.Tensor, scale: torch.Tensor, gray: torch.Tensor, gene
 
 def jpeg(x: torch.Tensor, quality: Sequence[int]) -> torch.Tensor:
     """A real JPEG encode/decode (PIL, 4:2:0) of each image at its own quality; not differentiable."""
+    if len(quality) != x.shape[0]:
+        raise UserError(f"jpeg: {len(quality)} qualities for {x.shape[0]} images")
     out = []
     for img, q in zip(x, quality):
-        arr = (quantize(img) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        arr = torch.round(img.clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
         buf = io.BytesIO()
         Image.fromarray(arr).save(buf, format="JPEG", quality=int(q))
         buf.seek(0)

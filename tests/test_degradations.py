@@ -180,6 +180,15 @@ def test_jpeg_round_trip_changes_image_and_higher_quality_is_closer(photo):
     torch.testing.assert_close(out, quantize(out), rtol=0, atol=0)
 
 
+def test_jpeg_rounds_to_the_nearest_8bit_level_and_keeps_flat_levels():
+    # A flat block is pure DC, so JPEG-100 returns its 8-bit level: the nearest one to the input.
+    levels = torch.arange(1, 255, dtype=torch.float32)
+    expected = (levels / 255).view(-1, 1, 1, 1).expand(-1, 3, 16, 16)
+    for offset in (-0.4, 0.4):
+        x = ((levels + offset) / 255).view(-1, 1, 1, 1).expand(-1, 3, 16, 16).contiguous()
+        torch.testing.assert_close(jpeg(x, [100] * len(levels)), expected, rtol=0, atol=0)
+
+
 def test_to_gray_uses_luma_weights():
     x = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)
     assert abs(to_gray(x).item() - 0.2989) < 1e-6
