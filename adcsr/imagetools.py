@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from adcsr.core.errors import UserError
-from adcsr.core.imaging import DEFAULT_MAX_PIXELS, WRITE_FORMATS, check_output, image_size, list_images
+from adcsr.core.imaging import DEFAULT_MAX_PIXELS, check_output, image_size, list_images
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,7 +45,7 @@ def _degrade_targets(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     if len(args.paths) < 2:
         raise UserError("give at least one HR image and an output path")
     inputs, out = [Path(p) for p in args.paths[:-1]], Path(args.paths[-1])
-    if out.suffix.lower() in WRITE_FORMATS:
+    if out.suffix and not out.is_dir():  # a file name; check_output rejects unwritable formats
         if len(inputs) > 1:
             raise UserError(f"{out}: {len(inputs)} inputs need an output folder, not a file")
         targets = [(inputs[0], out)]

@@ -3,8 +3,8 @@
 Reading accepts JPEG, PNG, WebP and TIFF in any mode Pillow decodes (grayscale, RGBA, palette,
 CMYK, 16-bit gray; 16-bit colour TIFF goes through tifffile because Pillow keeps only 8 bits of
 it; Pillow also reduces 16-bit colour PNG to 8 bits), applies the EXIF orientation, and refuses
-decompression bombs twice: Pillow's own check (its warning is turned into an error) and our
-`max_pixels` limit, checked on the header before any pixel is decoded. Writing goes through `adcsr.core.atomic` so a failure leaves no
+decompression bombs twice: Pillow's own hard limit (twice `PIL.Image.MAX_IMAGE_PIXELS`) and our
+configurable `max_pixels`, both checked on the header before any pixel is decoded. Writing goes through `adcsr.core.atomic` so a failure leaves no
 partial file.
 """
 
@@ -40,16 +40,20 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
         if path.stat().st_size == 0:
             raise UserError(f"{path}: empty file (0 bytes)")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above its own limit and refuses above twice that; our `max_pixels`
+            # (checked below) replaces the warning, its refusal stays.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(path)
     except UserError:
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
         raise UserError(f"{path}: refused as a decompression bomb ({e})") from None
     except Image.UnidentifiedImageError:
         raise UserError(f"{path}: not an image file Pillow can read") from None
     except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+        if e.errno is None:  # Pillow's decoders raise errno-less OSErrors for bad data
+            raise UserError(f"{path}: corrupt or truncated image ({e})") from None
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
     if img.format not in READ_FORMATS:
         fmt = img.format
         img.close()
@@ -63,11 +67,17 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
 
 def image_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """(height, width) after EXIF orientation, read from the header only."""
-    with _open(Path(path), max_pixels) as img:
+    path = Path(path)
+    with _open(path, max_pixels) as img:
         w, h = img.size
-        if img.getexif().get(_ORIENTATION_TAG) in _SWAPPING_ORIENTATIONS:
-            w, h = h, w
-    return h, w
+        # Pillow finds a PNG's EXIF only by decoding the whole file; read it only if it came early.
+        if img.format == "PNG" and "exif" not in img.info:
+            return h, w
+        try:
+            orientation = img.getexif().get(_ORIENTATION_TAG, 1)
+        except (OSError, ValueError, SyntaxError, EOFError) as e:
+            raise UserError(f"{path}: corrupt or truncated image ({e})") from None
+    return (w, h) if orientation in _SWAPPING_ORIENTATIONS else (h, w)
 
 
 def _to_float(img: Image.Image) -> np.ndarray:
@@ -139,15 +149,15 @@ def read_image(
     img = _open(path, max_pixels)
     try:
         with img:
-            orientation = img.getexif().get(_ORIENTATION_TAG, 1)
             if _is_deep_color_tiff(img):
                 a = _read_tiff16(path)
             else:
                 img.load()
                 a = _to_float(img)
+            orientation = img.getexif().get(_ORIENTATION_TAG, 1)
     except UserError:
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
         raise UserError(f"{path}: refused as a decompression bomb ({e})") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise UserError(f"{path}: corrupt or truncated image ({e})") from None
@@ -179,6 +189,13 @@ def check_output(path: str | os.PathLike, force: bool = False, inputs: Iterable[
         raise UserError(f"{path}: cannot write '{path.suffix or '(no extension)'}' files (use .png, .jpg or .webp)")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not an output file name")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{path}: cannot write there, {parent} is not a folder")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"{path}: cannot write there, {parent} is not writable")
     if not force:
         for src in inputs:
             if _same_file(path, Path(src)):
