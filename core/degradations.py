@@ -206,6 +206,16 @@ def jpeg(x: torch.Tensor, quality: Sequence[int]) -> torch.Tensor:
 # ----------------------------------------------------------------------------- pipeline
 
 
+def sample_resize_factor(st: StageConfig, generator: torch.Generator) -> float:
+    """Up (uniform in [1, high]), down (uniform in [low, 1]) or keep (1), by st.resize_prob."""
+    direction = choice(generator, st.resize_prob)
+    if direction == 0:
+        return uniform(generator, 1.0, st.resize_range[1])
+    if direction == 1:
+        return uniform(generator, st.resize_range[0], 1.0)
+    return 1.0
+
+
 class RealESRGANDegradation:
     """`RealESRGANDegradation(cfg)(hr, generator) -> lr`: hr (N,3,H,W) in [0,1], H and W multiples
     of cfg.scale; lr (N,3,H/scale,W/scale) on multiples of 1/255. Same generator state, same output."""
@@ -238,9 +248,7 @@ class RealESRGANDegradation:
         """Blur, resize to base * random factor, noise (clamped): the part both stages share."""
         if bernoulli(g, st.blur_prob):
             x = filter2d(x, sample_blur_kernel(st.blur, g)[1])
-        direction = choice(g, st.resize_prob)
-        lo, hi = st.resize_range
-        factor = (uniform(g, 1.0, hi), uniform(g, lo, 1.0), 1.0)[direction]
+        factor = sample_resize_factor(st, g)
         size = (max(1, int(base[0] * factor)), max(1, int(base[1] * factor)))
         x = resize(x, size, self._mode(g))
         gray = torch.tensor([bernoulli(g, st.gray_noise_prob)])

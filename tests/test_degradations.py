@@ -21,6 +21,7 @@ from adcsr.core.degradations import (
     poisson_levels,
     poisson_noise,
     quantize,
+    sample_resize_factor,
     to_gray,
 )
 from adcsr.core.errors import UserError
@@ -196,6 +197,17 @@ def test_to_gray_uses_luma_weights():
 
 
 # ----------------------------------------------------------------------------- pipeline
+
+
+def test_resize_factors_follow_direction_probabilities_and_ranges():
+    st = DegradationConfig().stage1  # up 0.2 in [1, 1.5], down 0.7 in [0.3, 1], keep 0.1
+    g = _gen(0)
+    factors = torch.tensor([sample_resize_factor(st, g) for _ in range(2000)])
+    up, down, keep = (factors > 1).float().mean(), (factors < 1).float().mean(), (factors == 1).float().mean()
+    for got, p in ((up, 0.2), (down, 0.7), (keep, 0.1)):
+        assert abs(got.item() - p) < 4 * math.sqrt(p * (1 - p) / 2000)
+    assert factors.min() >= 0.3 and factors.max() <= 1.5
+    assert abs(factors[factors < 1].mean().item() - 0.65) < 0.03  # uniform on [0.3, 1]
 
 
 def test_output_size_range_and_8bit_levels(photo):
