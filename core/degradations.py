@@ -6,7 +6,8 @@ torchvision). Pipeline per image, each image drawing its own parameters:
   stage 1: blur -> random resize (up/down/keep) -> Gaussian or Poisson noise -> JPEG
   stage 2: blur (with probability blur_prob) -> random resize around HR/scale -> noise
   final:   [resize to HR/scale -> sinc -> JPEG] or [JPEG -> resize -> sinc], each order half the
-           time; the sinc filter is applied with probability final_sinc_prob
+           time; the sinc filter (size from stage2.blur.kernel_sizes, cutoff in [π/3, π]) is
+           applied with probability final_sinc_prob
   output:  clamped to [0, 1] and quantized to 8 bits, round(x * 255) / 255, like a real file.
 
 Defaults: AdcSR's training values for stage 1 (resize range [0.3, 1.5], noise range [1, 15],
@@ -232,12 +233,18 @@ class RealESRGANDegradation:
         s = self.cfg.scale
         if not isinstance(generator, torch.Generator):
             raise UserError(f"degradation needs a torch.Generator, got {type(generator).__name__}")
-        if not isinstance(hr, torch.Tensor) or hr.ndim != 4 or hr.shape[1] != 3 or not hr.is_floating_point():
+        if (
+            not isinstance(hr, torch.Tensor)
+            or hr.ndim != 4
+            or hr.shape[0] < 1
+            or hr.shape[1] != 3
+            or not hr.is_floating_point()
+        ):
             raise UserError(f"degradation expects a float (N, 3, H, W) tensor, got {_describe(hr)}")
         h, w = hr.shape[-2:]
         if h < s or w < s or h % s or w % s:
             raise UserError(f"image size {h}x{w} is not a positive multiple of the scale {s}")
-        if hr.numel() and (hr.min() < 0 or hr.max() > 1 or torch.isnan(hr).any()):
+        if hr.min() < 0 or hr.max() > 1 or torch.isnan(hr).any():
             raise UserError("degradation expects pixel values in [0, 1]")
 
     def _mode(self, g: torch.Generator) -> str:

@@ -297,6 +297,7 @@ def test_second_stage_gray_noise_reaches_the_output_with_its_std(photo):
     "hr",
     [
         torch.rand(3, 64, 64),
+        torch.rand(0, 3, 64, 64),
         torch.rand(1, 1, 64, 64),
         torch.rand(1, 3, 62, 64),
         torch.rand(1, 3, 64, 64) * 2,
