@@ -87,15 +87,6 @@ def sinc_kernel(size: int, cutoff: float) -> torch.Tensor:
     return _normalized(k)
 
 
-def pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero-pad a centred odd kernel to size x size (so kernels of different sizes can be stacked)."""
-    _check_size(size)
-    pad = (size - kernel.shape[-1]) // 2
-    if pad < 0:
-        raise UserError(f"cannot pad a {kernel.shape[-1]}-tap kernel to {size}")
-    return torch.nn.functional.pad(kernel, (pad, pad, pad, pad))
-
-
 @dataclass
 class BlurConfig:
     """One stage's random blur (Real-ESRGAN x4plus defaults, first stage). Checked by `validate`,

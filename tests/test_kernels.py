@@ -13,7 +13,6 @@ from adcsr.core.kernels import (
     BlurConfig,
     gaussian_kernel,
     generalized_gaussian_kernel,
-    pad_kernel,
     plateau_kernel,
     sample_blur_kernel,
     sinc_kernel,
@@ -121,14 +120,6 @@ def test_sinc_higher_cutoff_keeps_more_detail():
     h_hi, _ = _radial_response(sinc_kernel(21, 0.8 * math.pi))
     band = (w > 0.45 * math.pi) & (w < 0.6 * math.pi)
     assert h_hi[band].mean() > 0.8 and h_lo[band].mean() < 0.05
-
-
-def test_pad_kernel_keeps_mass_and_centre():
-    k = gaussian_kernel(7, 1.0)
-    p = pad_kernel(k, 21)
-    assert p.shape == (21, 21) and abs(p.sum().item() - 1.0) < 1e-6
-    torch.testing.assert_close(p[7:14, 7:14], k)
-    assert p[10, 10] == k[3, 3]
 
 
 def test_sampled_kernels_follow_config_probabilities_and_sizes():
