@@ -19,6 +19,8 @@ from adcsr import __version__
 COMMAND_MODULES: list[str] = [
     "adcsr.upscale",
     "adcsr.imagetools",
+    "adcsr.bench",
+    "adcsr.compress.cli",
 ]
 
 

@@ -42,20 +42,3 @@ def count_macs(module: nn.Module | Callable[..., Any], *inputs: Any, attention: 
     """
     b = macs_breakdown(module, *inputs)
     return b["conv"] + b["linear"] + (b["attention"] if attention else 0)
-
-
-def macs_by_part(fn: Callable[[], Any], parts: dict[str, nn.Module]) -> dict[str, int]:
-    """MACs of the named submodules during one call of `fn()`: their inputs are captured with
-    forward hooks, then each part is counted on its own (a part called twice counts twice)."""
-    calls: dict[str, list] = {n: [] for n in parts}
-    hooks = [
-        m.register_forward_hook(lambda _m, a, kw, _o, n=n: calls[n].append((a, kw)), with_kwargs=True)
-        for n, m in parts.items()
-    ]
-    try:
-        with torch.no_grad():
-            fn()
-    finally:
-        for h in hooks:
-            h.remove()
-    return {n: sum(count_macs(parts[n], *a, **kw) for a, kw in calls[n]) for n in parts}

@@ -60,11 +60,28 @@ _TINY_VAE: dict[str, Any] = {
     "sample_size": 128,
 }
 
+# SD2.1's OpenCLIP ViT-H text tower as a transformers `CLIPTextConfig` (for counting only).
+_SD21_TEXT: dict[str, Any] = {
+    "vocab_size": 49408,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 23,
+    "num_attention_heads": 16,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "projection_dim": 512,
+}
+
+_TINY_TEXT: dict[str, Any] = {**_SD21_TEXT, "hidden_size": 64, "intermediate_size": 256,
+                              "num_hidden_layers": 2, "num_attention_heads": 4}
+
 _CONFIGS = {
     ("unet", "sd21"): _SD21_UNET,
     ("vae", "sd21"): _SD21_VAE,
     ("unet", "tiny"): _TINY_UNET,
     ("vae", "tiny"): _TINY_VAE,
+    ("text", "sd21"): _SD21_TEXT,
+    ("text", "tiny"): _TINY_TEXT,
 }
 
 PRESETS = ("sd21", "tiny")
@@ -78,6 +95,11 @@ def unet_config(preset: str) -> dict[str, Any]:
 def vae_config(preset: str) -> dict[str, Any]:
     """The `AutoencoderKL` config of a preset (a fresh copy)."""
     return _get("vae", preset)
+
+
+def text_encoder_config(preset: str) -> dict[str, Any]:
+    """The text encoder's `CLIPTextConfig` kwargs of a preset (a fresh copy)."""
+    return _get("text", preset)
 
 
 def _get(kind: str, preset: str) -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""`adcsr compress`: teacher → AdcSR student + pruned VAE decoder + a params/MACs report.
+
+Writes OUT/student/ and OUT/decoder/ (diffusers save_pretrained: config.json + safetensors),
+OUT/report.json and OUT/report.md. The whole folder appears at once, or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from adcsr.core.atomic import atomic_dir
+from adcsr.core.errors import UserError
+
+from .prune import CRITERIA
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compress", help="structural compression of an SD teacher into the AdcSR student",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", default="tiny",
+                   help="preset (tiny, sd21: random weights) or a local diffusers SD folder with unet/ and vae/")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--unet-ratio", type=float, default=0.25, help="fraction of UNet channels removed (default 0.25)")
+    p.add_argument("--decoder-ratio", type=float, default=0.5, help="fraction of VAE-decoder channels removed (default 0.5)")
+    p.add_argument("--criterion", choices=CRITERIA, default="first",
+                   help="first: keep the first channels (the release); magnitude: L2; taylor: |w·grad| on real photos")
+    p.add_argument("--calibration", type=int, default=4, help="photo crops used by the taylor criterion (default 4)")
+    p.add_argument("--lr-size", type=int, default=128, help="LR side the report counts MACs at (default 128 → 512)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights of a preset teacher")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=run)
+
+
+def _text_config(teacher: str) -> dict | None:
+    from adcsr.core.models.sd_configs import PRESETS, text_encoder_config
+
+    if teacher in PRESETS:
+        return text_encoder_config(teacher)
+    cfg = Path(teacher) / "text_encoder" / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        d = json.loads(cfg.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"cannot read {cfg}: {e}") from None
+    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "max_position_embeddings", "hidden_act", "projection_dim")
+    return {k: d[k] for k in keys if k in d}
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .accounting import compression_report, report_markdown
+    from .from_teacher import Ratios, from_teacher
+    from .teacher import load_teacher
+
+    if args.lr_size < 16 or args.lr_size % 16:
+        raise UserError(f"--lr-size must be a positive multiple of 16, got {args.lr_size}")
+    if args.calibration < 1:
+        raise UserError("--calibration must be at least 1")
+    ratios = Ratios(unet=args.unet_ratio, decoder=args.decoder_ratio)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise UserError(f"{out} already exists (use --force to replace it)")
+    with tqdm(total=4, desc="compress", unit="step") as bar:
+        bar.set_postfix_str("load teacher")
+        unet, vae = load_teacher(args.teacher, seed=args.seed)
+        bar.update()
+        bar.set_postfix_str(f"prune ({args.criterion})")
+        calib = None
+        if args.criterion == "taylor":
+            from adcsr.core.photos import hr_crops
+
+            calib = hr_crops("train", 128, args.calibration, seed=args.seed)
+        student, decoder = from_teacher(unet, vae, ratios, args.criterion, calib)
+        bar.update()
+        bar.set_postfix_str("count params/MACs")
+        rep = compression_report(dict(unet.config), dict(vae.config), _text_config(args.teacher), dict(student.config),
+                                 {"unet": ratios.unet, "decoder": ratios.decoder}, args.criterion, args.lr_size)
+        rep["teacher"] = args.teacher
+        bar.update()
+        bar.set_postfix_str("save")
+        with atomic_dir(out, overwrite=args.force) as tmp:
+            student.save_pretrained(tmp / "student")
+            decoder.save_pretrained(tmp / "decoder")
+            (tmp / "report.json").write_text(json.dumps(rep, indent=2))
+            (tmp / "report.md").write_text(report_markdown(rep))
+        bar.update()
+    print(report_markdown(rep))
+    print(f"wrote {out}/student, {out}/decoder, {out}/report.json, {out}/report.md")
+    return 0
