@@ -19,7 +19,6 @@ from adcsr import __version__
 COMMAND_MODULES: list[str] = [
     "adcsr.upscale",
     "adcsr.imagetools",
-    "adcsr.bench",
     "adcsr.compress.cli",
 ]
 
