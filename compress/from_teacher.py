@@ -46,9 +46,9 @@ class Compressed(NamedTuple):
     decoder: PrunedVAEDecoder
 
 
-def _heads(cfg) -> list[int]:
-    h = cfg.num_attention_heads or cfg.attention_head_dim
-    return list(h) if isinstance(h, (list, tuple)) else [h] * len(cfg.block_out_channels)
+def _heads(cfg: dict) -> list[int]:
+    h = cfg.get("num_attention_heads") or cfg["attention_head_dim"]
+    return list(h) if isinstance(h, (list, tuple)) else [h] * len(cfg["block_out_channels"])
 
 
 def _group_candidates(g: int) -> tuple[int, ...]:
@@ -60,32 +60,33 @@ def _group_candidates(g: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys(c for c in out + [1] if c >= 1))
 
 
-def student_config(unet_cfg, dec_cfg, ratio: float) -> dict:
-    """The student's config for a teacher UNet config with `ratio` of its channels pruned."""
-    C = list(unet_cfg.block_out_channels)
+def student_config(unet_cfg: dict, dec_cfg: dict, ratio: float) -> dict:
+    """The student's config for a teacher UNet config (diffusers dict) with `ratio` of its channels
+    pruned and the given `PrunedVAEDecoder` config."""
+    C = list(unet_cfg["block_out_channels"])
     heads = _heads(unet_cfg)
     if unet_cfg.get("attention_type", "default") != "default" or any(c % h for c, h in zip(C, heads)):
         raise UserError("teacher UNet: widths must split evenly over the attention heads")
-    for t in unet_cfg.down_block_types:
+    for t in unet_cfg["down_block_types"]:
         if t not in ("CrossAttnDownBlock2D", "DownBlock2D"):
             raise UserError(f"teacher UNet block {t} is not an SD-style block")
-    if not unet_cfg.use_linear_projection:
-        raise UserError("teacher UNet must use linear projections (SD 2.x style)")
+    if not unet_cfg.get("use_linear_projection") or not isinstance(unet_cfg.get("layers_per_block", 2), int):
+        raise UserError("teacher UNet must use linear projections and one layers_per_block (SD 2.x style)")
     return dict(
         in_channels=3,
         out_channels=3,
         block_out_channels=[kept(c, ratio) for c in C],
-        attention_levels=[t.startswith("CrossAttn") for t in unet_cfg.down_block_types],
+        attention_levels=[t.startswith("CrossAttn") for t in unet_cfg["down_block_types"]],
         num_attention_heads=heads,
         attention_head_dim=[kept(c // h, ratio) for c, h in zip(C, heads)],
         ff_inner_dim=[kept(4 * c, ratio) for c in C],
-        layers_per_block=unet_cfg.layers_per_block,
-        norm_group_candidates=list(_group_candidates(unet_cfg.norm_num_groups)),
-        norm_eps=unet_cfg.norm_eps,
-        upcast_attention=bool(unet_cfg.upcast_attention),
-        decoder_block_out_channels=list(dec_cfg.block_out_channels),
-        decoder_layers_per_block=dec_cfg.layers_per_block,
-        decoder_norm_num_groups=dec_cfg.norm_num_groups,
+        layers_per_block=unet_cfg.get("layers_per_block", 2),
+        norm_group_candidates=list(_group_candidates(unet_cfg.get("norm_num_groups", 32))),
+        norm_eps=unet_cfg.get("norm_eps", 1e-5),
+        upcast_attention=bool(unet_cfg.get("upcast_attention", False)),
+        decoder_block_out_channels=list(dec_cfg["block_out_channels"]),
+        decoder_layers_per_block=dec_cfg["layers_per_block"],
+        decoder_norm_num_groups=dec_cfg["norm_num_groups"],
     )
 
 
