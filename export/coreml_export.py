@@ -1,0 +1,72 @@
+"""Core ML `.mlpackage` (mlprogram, iOS 17) from `torch.export`, fp32 and W8A16, checked by spec.
+
+W8A16 on Core ML = int8 per-channel symmetric weights (`linear_quantize_weights`) with fp16
+compute. Prediction needs macOS, so on Linux the checks are the spec's I/O names, shapes, dtypes
+and op list.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .deploy import example_input
+from .onnx_export import INPUT_NAME, OUTPUT_NAME
+
+
+def export_coreml(model: nn.Module, tile: int, path: str | os.PathLike, w8a16: bool) -> Path:
+    """Convert a deploy-form (backend "coreml") model; `w8a16` quantizes weights to int8."""
+    import coremltools as ct
+    import coremltools.optimize.coreml as cto
+
+    with torch.no_grad():
+        program = torch.export.export(model, (example_input(tile),)).run_decompositions({})
+    mlmodel = ct.convert(
+        program,
+        inputs=[ct.TensorType(name=INPUT_NAME, shape=(1, 3, tile, tile), dtype=ct.converters.mil.mil.types.fp32)],
+        outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=ct.converters.mil.mil.types.fp32)],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS17,
+        compute_precision=ct.precision.FLOAT16 if w8a16 else ct.precision.FLOAT32,
+        skip_model_load=True,
+    )
+    if w8a16:
+        op_cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+        mlmodel = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_cfg))
+    mlmodel.save(str(path))
+    return Path(path)
+
+
+def spec_report(path: str | os.PathLike) -> dict:
+    """I/O names, shapes, dtypes, op counts and weight dtypes read from a saved `.mlpackage`."""
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(path))
+    ops: Counter[str] = Counter()
+    for fn in spec.mlProgram.functions.values():
+        for block in fn.block_specializations.values():
+            _count_ops(block, ops)
+
+    def io(desc):
+        arr = desc.type.multiArrayType
+        return {"name": desc.name, "shape": [int(s) for s in arr.shape],
+                "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(arr.dataType)}
+
+    return {
+        "spec_version": int(spec.specificationVersion),
+        "model_type": spec.WhichOneof("Type"),
+        "inputs": [io(d) for d in spec.description.input],
+        "outputs": [io(d) for d in spec.description.output],
+        "ops": dict(sorted(ops.items())),
+    }
+
+
+def _count_ops(block, ops: Counter) -> None:
+    for op in block.operations:
+        ops[op.type] += 1
+        for b in op.blocks:
+            _count_ops(b, ops)

@@ -1,0 +1,157 @@
+"""The deploy form of the student: same weights, same function, a graph each backend runs well.
+
+What changes (everything else is the diffusers modules as trained):
+- self-attention runs as 4-D matmul + softmax over (batch, heads, tokens, head_dim) instead of
+  SDPA (whose "safe softmax" XNNPACK does not delegate and QNN cannot map);
+- GEGLU's one projection + `chunk` becomes two linears (value, gate) holding the same rows;
+- GroupNorm per backend: QNN and Core ML keep `nn.GroupNorm` (onnxruntime's QNN preprocessing
+  decomposes it in a form the HTP quantizes well; a hand decomposition loses ~35 dB on the HTP
+  emulator, FACTS §4); XNNPACK gets reshape + mean + rsqrt, which it delegates;
+- static shapes: one LR tile size per export, no padding branch in the graph.
+
+Written by hand: no library rewrites diffusers modules for mobile backends.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from adcsr.core.errors import UserError
+
+Backend = Literal["qnn", "xnnpack", "coreml"]
+BACKENDS: tuple[str, ...] = ("qnn", "xnnpack", "coreml")
+
+
+class Attention4D:
+    """diffusers attention processor: self-attention as two 4-D matmuls around a softmax."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
+        if encoder_hidden_states is not None or attention_mask is not None or attn.spatial_norm is not None:
+            raise UserError("the deploy form supports self-attention only (no cross-attention or masks)")
+        residual = hidden_states
+        spatial = hidden_states.ndim == 4
+        if spatial:
+            b, c, h, w = hidden_states.shape
+            if attn.group_norm is not None:  # normalise in 4-D: same numbers, a friendlier graph
+                hidden_states = attn.group_norm(hidden_states)
+            x = hidden_states.reshape(b, c, h * w).transpose(1, 2)
+        else:
+            x = hidden_states
+            if attn.group_norm is not None:
+                x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+        b, n, _ = x.shape
+        heads = attn.heads
+        q = attn.to_q(x)
+        k = attn.to_k(x)
+        v = attn.to_v(x)
+        d = q.shape[-1] // heads
+        q = q.reshape(b, n, heads, d).permute(0, 2, 1, 3) * attn.scale
+        k = k.reshape(b, n, heads, d).permute(0, 2, 3, 1)
+        v = v.reshape(b, n, heads, d).permute(0, 2, 1, 3)
+        probs = torch.softmax(torch.matmul(q, k), dim=-1)
+        out = torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(b, n, heads * d)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if spatial:
+            out = out.transpose(1, 2).reshape(b, -1, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+class SplitGEGLU(nn.Module):
+    """GEGLU with the value and gate halves as two linears: no `chunk` in the graph."""
+
+    def __init__(self, geglu: nn.Module):
+        super().__init__()
+        proj: nn.Linear = geglu.proj
+        half = proj.out_features // 2
+        bias = proj.bias is not None
+        self.value = nn.Linear(proj.in_features, half, bias=bias)
+        self.gate = nn.Linear(proj.in_features, half, bias=bias)
+        with torch.no_grad():
+            self.value.weight.copy_(proj.weight[:half])
+            self.gate.weight.copy_(proj.weight[half:])
+            if bias:
+                self.value.bias.copy_(proj.bias[:half])
+                self.gate.bias.copy_(proj.bias[half:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.value(x) * F.gelu(self.gate(x))
+
+
+class DecomposedGroupNorm(nn.Module):
+    """GroupNorm as reshape + mean + rsqrt (what XNNPACK delegates); any rank ≥ 3, channels at dim 1."""
+
+    def __init__(self, gn: nn.GroupNorm):
+        super().__init__()
+        self.groups, self.eps = gn.num_groups, gn.eps
+        self.weight = gn.weight
+        self.bias = gn.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        g = x.reshape(shape[0], self.groups, -1)
+        mean = g.mean(dim=-1, keepdim=True)
+        centred = g - mean
+        var = (centred * centred).mean(dim=-1, keepdim=True)
+        y = (centred * torch.rsqrt(var + self.eps)).reshape(shape)
+        if self.weight is not None:
+            affine = (1, -1) + (1,) * (len(shape) - 2)
+            y = y * self.weight.reshape(affine) + self.bias.reshape(affine)
+        return y
+
+
+class StaticStudent(nn.Module):
+    """The student at one fixed LR tile: [0,1] NCHW in, [0,1] NCHW out, no padding branch."""
+
+    def __init__(self, student: nn.Module, tile: int):
+        super().__init__()
+        self.student = student
+        self.tile = tile
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.student(lr)
+
+
+def _swap_modules(root: nn.Module, backend: str) -> None:
+    from diffusers.models.activations import GEGLU
+    from diffusers.models.attention_processor import Attention
+
+    for name, module in list(root.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, GEGLU):
+                setattr(module, child_name, SplitGEGLU(child))
+            elif backend == "xnnpack" and isinstance(child, nn.GroupNorm):
+                setattr(module, child_name, DecomposedGroupNorm(child))
+        if isinstance(module, Attention):
+            module.set_processor(Attention4D())
+
+
+def deploy_form(student: nn.Module, backend: str = "qnn", tile: int = 128) -> StaticStudent:
+    """A copy of `student` rewritten for `backend` ("qnn", "xnnpack" or "coreml") at LR `tile`²."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+    multiple = int(getattr(student, "size_multiple", 1))
+    if tile <= 0 or tile % multiple:
+        raise UserError(f"--tile must be a positive multiple of {multiple}, got {tile}")
+    model = copy.deepcopy(student).eval().float()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    _swap_modules(model, backend)
+    return StaticStudent(model, tile).eval()
+
+
+def example_input(tile: int, batch: int = 1) -> torch.Tensor:
+    """A deterministic LR input of the export shape (values matter only for tracing)."""
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(batch, 3, tile, tile, generator=g)
+
+
+def relative_max_diff(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """max |reference − other| / max |reference| (the deploy form's equivalence figure)."""
+    return float((reference - other).abs().max() / reference.abs().max().clamp_min(1e-12))

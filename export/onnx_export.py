@@ -1,0 +1,97 @@
+"""fp32 ONNX of a deploy-form student at a static tile size (torch.onnx, dynamo exporter)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .deploy import example_input
+
+OPSET = 21  # 16-bit QDQ needs ≥ 21; exporting there avoids a version conversion later
+INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+# protobuf cannot hold more than 2 GiB: bigger models keep their weights in one side file
+_EXTERNAL_ABOVE_BYTES = 1 << 30
+
+
+def export_onnx(model: nn.Module, tile: int, path: str | os.PathLike) -> Path:
+    """Write `model` (LR tile² → SR) as ONNX to `path`; weights go to `path.data` when large."""
+    import onnx
+
+    path = Path(path)
+    x = example_input(tile)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model, (x,), dynamo=True, opset_version=OPSET, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], optimize=True, verbose=False,
+        )
+    proto = program.model_proto
+    name_weights_by_module(proto)
+    unshare_initializers(proto)
+    big = sum(p.numel() * 4 for p in model.parameters()) > _EXTERNAL_ABOVE_BYTES
+    onnx.save_model(proto, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
+                    location=path.name + ".data" if big else None)
+    return path
+
+
+def name_weights_by_module(proto) -> None:
+    """Rename each Conv/MatMul/Gemm weight initializer to `<module path>.weight`.
+
+    The exporter folds Linear's transpose into a fresh constant (`val_35`); naming it after the
+    PyTorch module lets configs and reports refer to layers by the names users know.
+    """
+    inits = {i.name: i for i in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        weight = node.input[1]
+        scopes = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes")
+        if weight not in inits or weight.endswith(".weight") or not scopes:
+            continue
+        module = eval_scopes(scopes)
+        new = f"{module}.weight"
+        if not module or new in inits:
+            continue
+        inits[weight].name = new
+        inits[new] = inits.pop(weight)
+        for other in proto.graph.node:
+            for k, name in enumerate(other.input):
+                if name == weight:
+                    other.input[k] = new
+
+
+def eval_scopes(scopes: str) -> str:
+    """The module path in the exporter's name-scope list: "['', 'a', 'a.b', 'linear']" -> "a.b"."""
+    import ast
+
+    parts = ast.literal_eval(scopes)
+    return parts[-2] if len(parts) >= 2 else ""
+
+
+def unshare_initializers(proto) -> None:
+    """Give every consumer of a shared initializer its own copy.
+
+    The exporter's optimizer merges equal constants (e.g. all-zero GroupNorm and LayerNorm biases
+    of an untrained model); a constant feeding several op types then becomes a DequantizeLinear
+    the QNN EP leaves on the CPU.
+    """
+    import onnx
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    seen: dict[str, int] = {}
+    for node in proto.graph.node:
+        for k, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            uses = seen.get(name, 0)
+            seen[name] = uses + 1
+            if uses:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__{uses}"
+                proto.graph.initializer.append(copy)
+                node.input[k] = copy.name

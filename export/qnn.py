@@ -1,0 +1,131 @@
+"""Snapdragon Hexagon through onnxruntime-qnn's HTP emulator: sessions, context binaries, coverage.
+
+The QNN execution provider is a plug-in library (onnxruntime ≥ 1.24): it is registered once, then
+added for its devices with `backend_path` pointing at the HTP library — without that the session
+silently runs on the CPU provider, so every session here checks which provider it got.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from adcsr.core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Soc:
+    name: str
+    soc_model: int
+    htp_arch: int
+
+
+SOCS: dict[str, Soc] = {
+    "SM8750": Soc("SM8750", 69, 79),  # Snapdragon 8 Elite
+    "SM8650": Soc("SM8650", 57, 75),  # Snapdragon 8 Gen 3
+}
+# graph-boundary conversions: float model I/O ↔ the quantized tensors the context binary takes
+IO_CONVERSION_OPS = ("QuantizeLinear", "DequantizeLinear")
+_registered = False
+
+
+def get_soc(name: str) -> Soc:
+    key = name.upper()
+    if key not in SOCS:
+        raise UserError(f"unknown --soc {name!r} (known: {', '.join(SOCS)})")
+    return SOCS[key]
+
+
+def _qnn_devices():
+    global _registered
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    if not _registered:
+        ort.register_execution_provider_library("QNNExecutionProvider", onnxruntime_qnn.get_library_path())
+        _registered = True
+    devices = [d for d in ort.get_ep_devices() if d.ep_name == "QNNExecutionProvider"]
+    if not devices:
+        raise RuntimeError("onnxruntime-qnn is installed but offers no QNN device")
+    return devices
+
+
+def htp_session(model: str | os.PathLike, soc: Soc, *, context_out: str | os.PathLike | None = None,
+                cpu_fallback: bool = False):
+    """An onnxruntime session on the HTP emulator for `soc`.
+
+    With `context_out` the session also writes the offline context binary (EPContext model at that
+    path, the QNN context as a `.bin` beside it). With `cpu_fallback=False` creation fails if any
+    node would not run on HTP.
+    """
+    import onnxruntime as ort
+    import onnxruntime_qnn
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if not cpu_fallback:
+        so.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    if context_out is not None:
+        so.add_session_config_entry("ep.context_enable", "1")
+        so.add_session_config_entry("ep.context_file_path", str(context_out))
+        so.add_session_config_entry("ep.context_embed_mode", "0")
+    options = {
+        "backend_path": onnxruntime_qnn.get_qnn_htp_path(),
+        "soc_model": str(soc.soc_model),
+        "htp_arch": str(soc.htp_arch),
+        "htp_performance_mode": "burst",
+        "enable_htp_fp16_precision": "0",
+    }
+    so.add_provider_for_devices(_qnn_devices(), options)
+    session = ort.InferenceSession(str(model), sess_options=so)
+    if "QNNExecutionProvider" not in session.get_providers():
+        raise RuntimeError(f"the session for {model} did not get the QNN provider")
+    return session
+
+
+def compile_context(qdq_model: str | os.PathLike, out_dir: str | os.PathLike, soc: Soc, stem: str = "student") -> Path:
+    """Compile a QDQ model into `<stem>_ctx.onnx` + QNN context `.bin` in `out_dir`; check coverage.
+
+    Raises `UserError` naming every node that would not run on HTP.
+    """
+    out_dir = Path(out_dir)
+    ctx = out_dir / f"{stem}_ctx.onnx"
+    try:
+        htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=True)
+    except Exception as e:  # noqa: BLE001 - the EP reports unsupported graphs as generic failures
+        raise UserError(f"QNN compilation for {soc.name} failed: {str(e).splitlines()[0]}") from None
+    report = coverage(ctx)
+    if report["offending_nodes"]:
+        names = ", ".join(f"{n} ({op})" for n, op in report["offending_nodes"])
+        raise UserError(f"not 100% on HTP for {soc.name}: {len(report['offending_nodes'])} node(s) "
+                        f"would run on the CPU: {names}")
+    try:  # second, independent check: the runtime itself refuses any CPU fallback
+        htp_session(qdq_model, soc, cpu_fallback=False)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"the model for {soc.name} does not load on HTP without CPU fallback: "
+                        f"{str(e).splitlines()[0]}") from None
+    return ctx
+
+
+def coverage(ctx_model: str | os.PathLike) -> dict:
+    """Count what the EPContext model runs outside QNN (graph-boundary Q/DQ conversions aside)."""
+    import onnx
+
+    graph = onnx.load(str(ctx_model), load_external_data=False).graph
+    boundary = {i.name for i in graph.input} | {o.name for o in graph.output}
+    ep_nodes, io_nodes, offending = 0, 0, []
+    for node in graph.node:
+        if node.op_type == "EPContext":
+            ep_nodes += 1
+        elif node.op_type in IO_CONVERSION_OPS and boundary & (set(node.input) | set(node.output)):
+            io_nodes += 1
+        else:
+            offending.append((node.name or node.output[0], node.op_type))
+    total_compute = ep_nodes + len(offending)
+    return {
+        "epcontext_nodes": ep_nodes,
+        "io_conversion_nodes": io_nodes,
+        "offending_nodes": offending,
+        "htp_fraction": ep_nodes / total_compute if total_compute else 0.0,
+    }

@@ -1,0 +1,118 @@
+"""Run an exported artifact here: `load_artifact(path)(lr) -> sr`, NCHW float32 in [0, 1].
+
+- fp32 `.onnx`: onnxruntime on the CPU;
+- W8A16 QDQ `.onnx` or a QNN context (`*_ctx.onnx` + `.bin`): the HTP emulator (onnxruntime-qnn)
+  for the SoC recorded in the artifact's manifest;
+- `.pte` (XNNPACK): `executorch.runtime`.
+Artifacts have a static LR tile; other sizes are cut into overlapping tiles (`core.tiling`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from adcsr.core.errors import UserError
+
+from .qnn import get_soc, htp_session
+
+MANIFEST = "manifest.json"
+
+
+class Artifact:
+    """A loaded artifact: call it on an (N,3,H,W) batch; `tile` is its static LR side."""
+
+    def __init__(self, path: Path, kind: str, tile: int, run_tile: Callable[[np.ndarray], np.ndarray], scale: int = 4):
+        self.path, self.kind, self.tile, self.scale = path, kind, tile, scale
+        self._run_tile = run_tile
+
+    def _tiles(self, lr: torch.Tensor) -> torch.Tensor:
+        outs = [self._run_tile(np.ascontiguousarray(x[None].numpy(), dtype=np.float32)) for x in lr]
+        return torch.from_numpy(np.concatenate(outs))
+
+    def __call__(self, lr: torch.Tensor) -> torch.Tensor:
+        if lr.ndim != 4 or lr.shape[1] != 3:
+            raise UserError(f"expected an (N, 3, H, W) batch, got {tuple(lr.shape)}")
+        lr = lr.detach().float().cpu()
+        if tuple(lr.shape[-2:]) == (self.tile, self.tile):
+            return self._tiles(lr)
+        from adcsr.core.tiling import tiled_upscale
+
+        return tiled_upscale(self._tiles, lr, scale=self.scale, tile=self.tile,
+                             overlap=min(32, self.tile // 4), multiple=self.tile)
+
+
+def artifact_manifest(path: str | os.PathLike) -> dict:
+    """The manifest written next to an artifact (empty if there is none)."""
+    m = Path(path).parent / MANIFEST
+    return json.loads(m.read_text()) if m.is_file() else {}
+
+
+def load_artifact(path: str | os.PathLike) -> Artifact:
+    path = Path(path)
+    if path.is_dir() and not path.suffix == ".mlpackage":
+        path = _main_file(path)
+    if not path.exists():
+        raise UserError(f"artifact not found: {path}")
+    if path.suffix == ".onnx":
+        return _load_onnx(path)
+    if path.suffix == ".pte":
+        return _load_pte(path)
+    if path.suffix == ".mlpackage":
+        raise UserError(f"{path.name}: Core ML models run only on macOS/iOS; here they are checked by spec")
+    raise UserError(f"{path}: not an artifact this runtime can run (.onnx, .pte)")
+
+
+def _main_file(folder: Path) -> Path:
+    files = artifact_manifest(folder / MANIFEST).get("artifacts", [])
+    runnable = [folder / a["file"] for a in files if Path(a["file"]).suffix in (".onnx", ".pte")]
+    if not runnable:
+        raise UserError(f"{folder}: no runnable artifact listed in its {MANIFEST}")
+    return runnable[-1]
+
+
+def _onnx_kind(path: Path) -> tuple[str, int]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    ops = {n.op_type for n in proto.graph.node}
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    tile = int(dims[-1].dim_value)
+    if "EPContext" in ops:
+        return "qnn_context", tile
+    return ("w8a16_qdq" if "QuantizeLinear" in ops else "fp32"), tile
+
+
+def _load_onnx(path: Path) -> Artifact:
+    import onnxruntime as ort
+
+    kind, tile = _onnx_kind(path)
+    if kind == "fp32":
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    else:
+        soc = get_soc(artifact_manifest(path).get("soc", "SM8750"))
+        # the context model keeps its graph-boundary Q/DQ on the CPU (see qnn.coverage)
+        session = htp_session(path, soc, cpu_fallback=kind == "qnn_context")
+    name = session.get_inputs()[0].name
+    return Artifact(path, kind, tile, lambda x: session.run(None, {name: x})[0])
+
+
+def _load_pte(path: Path) -> Artifact:
+    from executorch.runtime import Runtime
+
+    tile = artifact_manifest(path).get("lr_tile")
+    if not tile:
+        raise UserError(f"{path}: its {MANIFEST} (with lr_tile) is missing")
+    method = Runtime.get().load_program(str(path)).load_method("forward")
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return method.execute([torch.from_numpy(x)])[0].numpy()
+
+    return Artifact(path, "xnnpack_pte", int(tile), run)

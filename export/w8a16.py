@@ -1,0 +1,111 @@
+"""W8A16: QDQ with 16-bit activations and 8-bit per-channel weights, via onnxruntime's QNN helpers.
+
+`quantize_w8a16` runs `qnn_preprocess_model` (which also decomposes GroupNormalization into ops
+the quantizer and HTP handle), calibrates min/max on real LR photos, and writes the QDQ model.
+Layers named in `keep_16bit` keep 16-bit weights (mixed precision). A *layer* is a Conv / MatMul /
+Gemm weight, named after its PyTorch module (see `onnx_export.name_weights_by_module`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from adcsr.core.errors import UserError
+
+from .onnx_export import INPUT_NAME, OUTPUT_NAME
+
+WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
+SCHEME = "W8A16: QUInt16 activations (asymmetric min-max), QUInt8 weights (per-channel for Conv)"
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader over an (N,3,H,W) float32 array, one image per batch."""
+
+    def __init__(self, images: np.ndarray):
+        self._it = iter([{INPUT_NAME: images[i : i + 1].astype(np.float32)} for i in range(len(images))])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def layer_weights(model: str | os.PathLike) -> dict[str, str]:
+    """{layer name: weight initializer name} for every Conv / MatMul / Gemm with a constant weight."""
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    inits = {i.name for i in proto.graph.initializer}
+    out = {}
+    for node in proto.graph.node:
+        if node.op_type in WEIGHT_OPS and len(node.input) > 1 and node.input[1] in inits:
+            w = node.input[1]
+            out[w.removesuffix(".weight").removeprefix("student.")] = w
+    return out
+
+
+def resolve_layers(model: str | os.PathLike, names: Iterable[str]) -> list[str]:
+    """Check user-given layer names against the model; an unknown name is a `UserError`."""
+    known = layer_weights(model)
+    names = list(names)
+    for n in names:
+        if n not in known:
+            close = [k for k in known if n in k][:3]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise UserError(f"unknown layer {n!r} for mixed precision{hint}")
+    return names
+
+
+def preprocess(fp32_model: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """onnxruntime's QNN preprocessing (GroupNorm decomposition, fusions); `out` is always written."""
+    import onnx
+    from onnxruntime.quantization.execution_providers.qnn import qnn_preprocess_model
+
+    with _quiet():
+        if not qnn_preprocess_model(str(fp32_model), str(out), save_as_external_data=_large(fp32_model),
+                                    all_tensors_to_one_file=True):
+            onnx.save_model(onnx.load(str(fp32_model)), str(out))
+    return Path(out)
+
+
+def quantize_w8a16(pre_model: str | os.PathLike, out: str | os.PathLike, calibration: np.ndarray,
+                   keep_16bit: Sequence[str] = ()) -> dict:
+    """Quantize a preprocessed fp32 model to W8A16 QDQ at `out`; returns what was done."""
+    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    if len(calibration) == 0:
+        raise UserError("calibration needs at least one image")
+    keep = resolve_layers(pre_model, keep_16bit)
+    weights = layer_weights(pre_model)
+    overrides = {weights[n]: [{"quant_type": QuantType.QUInt16, "symmetric": True}] for n in keep}
+    # The image range is known by construction; photos outside the calibration set's extremes
+    # would otherwise be clipped at the model's boundaries.
+    overrides.update({name: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}] for name in (INPUT_NAME, OUTPUT_NAME)})
+    with _quiet():
+        cfg = get_qnn_qdq_config(
+            str(pre_model), _Reader(calibration), activation_type=QuantType.QUInt16,
+            weight_type=QuantType.QUInt8, per_channel=True, init_overrides=overrides,
+        )
+        cfg.use_external_data_format = _large(pre_model)
+        quantize(str(pre_model), str(out), cfg)
+    return {"scheme": SCHEME, "calibration_images": int(len(calibration)), "kept_16bit_weights": keep}
+
+
+def _large(model: str | os.PathLike) -> bool:
+    return Path(str(model) + ".data").exists() or Path(model).stat().st_size > (1 << 30)
+
+
+class _quiet:
+    """The quantization tools log a warning per renamed node; keep the terminal readable."""
+
+    def __enter__(self):
+        self._level = logging.root.level
+        logging.root.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        logging.root.setLevel(self._level)
