@@ -170,7 +170,8 @@ def gaussian_noise(x: torch.Tensor, sigma: torch.Tensor, gray: torch.Tensor, gen
 
 def poisson_levels(img: torch.Tensor) -> torch.Tensor:
     """Per image: distinct 8-bit levels rounded up to a power of two (the photon-count scale)."""
-    counts = [torch.unique(im).numel() for im in img]
+    codes = torch.round(img.clamp(0, 1) * 255).long().flatten(1)
+    counts = [int(torch.bincount(c, minlength=256).count_nonzero()) for c in codes]
     return torch.tensor([2.0 ** math.ceil(math.log2(c)) for c in counts], dtype=img.dtype, device=img.device)
 
 

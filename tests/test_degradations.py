@@ -37,8 +37,17 @@ def photo() -> torch.Tensor:
     return img[:, 0:256, 128:384].unsqueeze(0).contiguous()
 
 
+@pytest.fixture(scope="module")
+def small(photo) -> torch.Tensor:
+    return photo[..., 64:192, 64:192].contiguous()
+
+
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -106,8 +115,8 @@ def test_filter2d_is_a_convolution_with_per_image_kernels(photo):
     shift = torch.zeros(3, 3)
     shift[1, 0] = 1.0  # h at offset x = -1: convolution gives y[j] = x[j + 1]
     out = filter2d(x, torch.stack([_delta(3), shift]))
-    torch.testing.assert_close(out[0], x[0])  # a delta kernel is the identity
-    torch.testing.assert_close(out[1, :, :, :-1], x[1, :, :, 1:])
+    assert _max_diff(out[0], x[0]) < 1e-6  # a delta kernel is the identity
+    assert _max_diff(out[1, :, :, :-1], x[1, :, :, 1:]) < 1e-6
     blurred = filter2d(photo, gaussian_kernel(9, 2.0))
     assert abs(blurred.mean().item() - photo.mean().item()) < 2e-3  # normalized kernel keeps the mean
     assert blurred.diff(dim=-1).abs().mean() < 0.7 * photo.diff(dim=-1).abs().mean()
@@ -162,8 +171,8 @@ def test_poisson_noise_variance_grows_with_intensity_on_a_photo(photo):
     levels = poisson_levels(photo).item()
     assert levels == 256  # the photo uses more than 128 of the 256 levels
     scale = 3.0
-    x = photo.repeat(4, 1, 1, 1)
-    noise = poisson_noise(x, torch.full((4,), scale), torch.zeros(4, dtype=torch.bool), _gen(7))
+    x = photo.repeat(2, 1, 1, 1)
+    noise = poisson_noise(x, torch.full((2,), scale), torch.zeros(2, dtype=torch.bool), _gen(7))
     v = x.flatten()
     n = noise.flatten()
     for lo, hi in [(0.05, 0.15), (0.3, 0.4), (0.6, 0.7)]:
@@ -178,7 +187,7 @@ def test_jpeg_round_trip_changes_image_and_higher_quality_is_closer(photo):
     assert _psnr(jpeg(photo, [95]), photo) > 35  # a real codec at high quality is close
     out = jpeg(photo.repeat(2, 1, 1, 1), [10, 95])  # each image its own quality
     assert F.mse_loss(out[0], photo[0]) > 4 * F.mse_loss(out[1], photo[0])
-    torch.testing.assert_close(out, quantize(out), rtol=0, atol=0)
+    assert torch.equal(out, quantize(out))
 
 
 def test_jpeg_rounds_to_the_nearest_8bit_level_and_keeps_flat_levels():
@@ -187,7 +196,7 @@ def test_jpeg_rounds_to_the_nearest_8bit_level_and_keeps_flat_levels():
     expected = (levels / 255).view(-1, 1, 1, 1).expand(-1, 3, 16, 16)
     for offset in (-0.4, 0.4):
         x = ((levels + offset) / 255).view(-1, 1, 1, 1).expand(-1, 3, 16, 16).contiguous()
-        torch.testing.assert_close(jpeg(x, [100] * len(levels)), expected, rtol=0, atol=0)
+        assert torch.equal(jpeg(x, [100] * len(levels)), expected)
 
 
 def test_to_gray_uses_luma_weights():
@@ -210,26 +219,26 @@ def test_resize_factors_follow_direction_probabilities_and_ranges():
     assert abs(factors[factors < 1].mean().item() - 0.65) < 0.03  # uniform on [0.3, 1]
 
 
-def test_output_size_range_and_8bit_levels(photo):
-    hr = photo.repeat(3, 1, 1, 1)
+def test_output_size_range_and_8bit_levels(small):
+    hr = small.repeat(3, 1, 1, 1)
     lr = RealESRGANDegradation()(hr, _gen(0))
-    assert lr.shape == (3, 3, 64, 64) and lr.dtype == torch.float32
+    assert lr.shape == (3, 3, 32, 32) and lr.dtype == torch.float32
     assert lr.min() >= 0 and lr.max() <= 1
-    torch.testing.assert_close(lr * 255, (lr * 255).round(), rtol=0, atol=1e-4)
+    assert _max_diff(lr * 255, (lr * 255).round()) < 1e-4
     assert len(torch.unique(lr)) > 50  # a real image, not a constant
 
 
-def test_same_seed_same_output_different_seed_different_and_per_image_parameters(photo):
+def test_same_seed_same_output_different_seed_different_and_per_image_parameters(small):
     deg = RealESRGANDegradation()
-    hr = photo.repeat(2, 1, 1, 1)
+    hr = small.repeat(2, 1, 1, 1)
     a, b, c = deg(hr, _gen(11)), deg(hr, _gen(11)), deg(hr, _gen(12))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
     assert (a[0] - a[1]).abs().mean() > 1e-3  # identical inputs, own random parameters
 
 
-def test_scale_is_configurable(photo):
-    lr = RealESRGANDegradation(DegradationConfig(scale=2))(photo[..., :128, :128], _gen(0))
+def test_scale_is_configurable(small):
+    lr = RealESRGANDegradation(DegradationConfig(scale=2))(small, _gen(0))
     assert lr.shape == (1, 3, 64, 64)
 
 
@@ -247,11 +256,15 @@ def _near_identity() -> DegradationConfig:
     )
 
 
-def test_pipeline_composition_against_a_plain_downsample(photo):
+@pytest.fixture(scope="module")
+def clean(photo) -> torch.Tensor:
+    return RealESRGANDegradation(_near_identity())(photo, _gen(0))
+
+
+def test_pipeline_composition_against_a_plain_downsample(photo, clean):
     # With every degradation pinned off, the pipeline is an area downsample up to JPEG-100 and
     # 8-bit rounding; the defaults must be far from that.
     reference = F.interpolate(photo, size=(64, 64), mode="area")
-    clean = RealESRGANDegradation(_near_identity())(photo, _gen(0))
     assert _psnr(clean, reference) > 38
     defaults = RealESRGANDegradation()(photo.repeat(4, 1, 1, 1), _gen(0))
     assert all(_psnr(d, reference[0]) < _psnr(clean, reference) - 5 for d in defaults)
@@ -280,15 +293,13 @@ def _switch_on(stage: str, **kw) -> DegradationConfig:
     ],
     ids=["noise1", "jpeg1", "blur1", "noise2", "jpeg2", "blur2", "sinc"],
 )
-def test_each_degradation_step_is_applied(photo, cfg):
-    clean = RealESRGANDegradation(_near_identity())(photo, _gen(0))
+def test_each_degradation_step_is_applied(photo, clean, cfg):
     out = RealESRGANDegradation(cfg)(photo, _gen(0))
     assert _psnr(out, clean) < 35
 
 
-def test_second_stage_gray_noise_reaches_the_output_with_its_std(photo):
+def test_second_stage_gray_noise_reaches_the_output_with_its_std(photo, clean):
     # Gray noise has no chroma, so the final JPEG's 4:2:0 subsampling leaves it intact.
-    clean = RealESRGANDegradation(_near_identity())(photo, _gen(0))
     out = RealESRGANDegradation(_switch_on("stage2", noise_range=(10.0, 10.0), gray_noise_prob=1.0))(photo, _gen(0))
     assert abs((out - clean).std().item() * 255 / 10 - 1) < 0.1
 
