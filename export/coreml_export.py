@@ -70,3 +70,26 @@ def _count_ops(block, ops: Counter) -> None:
         ops[op.type] += 1
         for b in op.blocks:
             _count_ops(b, ops)
+
+
+def check_spec(spec: dict, tile: int, w8a16: bool) -> None:
+    """Raise if a package's spec is not what the app expects (mlprogram, fp32 I/O at the tile size,
+    int8 weights when W8A16)."""
+    want_in, want_out = [1, 3, tile, tile], [1, 3, 4 * tile, 4 * tile]
+    problems = []
+    if spec["model_type"] != "mlProgram" or spec["spec_version"] < 8:
+        problems.append(f"not an iOS 17 mlprogram ({spec['model_type']}, spec {spec['spec_version']})")
+    io = (spec["inputs"], spec["outputs"])
+    if [d["name"] for d in io[0]] != [INPUT_NAME] or [d["name"] for d in io[1]] != [OUTPUT_NAME]:
+        problems.append("I/O names are not lr → sr")
+    elif io[0][0]["shape"] != want_in or io[0][0]["dtype"] != "FLOAT32":
+        problems.append(f"input is {io[0][0]}, expected float32 {want_in}")
+    elif io[1][0]["dtype"] != "FLOAT32" or (io[1][0]["shape"] and io[1][0]["shape"] != want_out):
+        problems.append(f"output is {io[1][0]}, expected float32 {want_out}")
+    ops = spec["ops"]
+    if not ops.get("conv"):
+        problems.append("no conv ops in the program")
+    if w8a16 and not (ops.get("constexpr_affine_dequantize") or ops.get("constexpr_blockwise_shift_scale")):
+        problems.append("no int8 weight dequantization ops: weights are not quantized")
+    if problems:
+        raise RuntimeError("Core ML spec check failed: " + "; ".join(problems))

@@ -109,3 +109,42 @@ class _quiet:
 
     def __exit__(self, *exc):
         logging.root.setLevel(self._level)
+
+
+def fake_quant_weight(w: "torch.Tensor", per_channel: bool, bits: int = 8) -> "torch.Tensor":
+    """Asymmetric min-max round trip of a weight (per output channel or per tensor), as the QDQ tool does."""
+    import torch
+
+    flat = w.reshape(w.shape[0], -1) if per_channel else w.reshape(1, -1)
+    lo = flat.min(dim=1, keepdim=True).values.clamp(max=0)
+    hi = flat.max(dim=1, keepdim=True).values.clamp(min=0)
+    scale = ((hi - lo) / (2**bits - 1)).clamp_min(1e-12)
+    zero = torch.round(-lo / scale)
+    q = torch.clamp(torch.round(flat / scale) + zero, 0, 2**bits - 1)
+    return ((q - zero) * scale).reshape(w.shape)
+
+
+def layer_sensitivity(model: "torch.nn.Module", images: "torch.Tensor") -> list[tuple[str, float]]:
+    """Each layer's share of the W8 error: output PSNR (dB, vs fp32) with only that layer's weight
+    quantized to 8 bits, worst first. Layer names match `layer_weights` of the exported ONNX."""
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        ref = model(images)
+        out = []
+        for name, module in model.named_modules():
+            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+                continue
+            original = module.weight.detach().clone()
+            module.weight.copy_(fake_quant_weight(original, per_channel=isinstance(module, nn.Conv2d)))
+            out.append((name.removeprefix("student."), psnr(ref, model(images))))
+            module.weight.copy_(original)
+    return sorted(out, key=lambda kv: kv[1])
+
+
+def psnr(reference, other) -> float:
+    """PSNR in dB of `other` against `reference`, images in [0, 1] (torch or numpy)."""
+    diff = np.asarray(reference, dtype=np.float64) - np.asarray(other, dtype=np.float64)
+    mse = float(np.mean(diff * diff))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))

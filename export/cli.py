@@ -1,0 +1,45 @@
+"""`adcsr export qnn|executorch|coreml|all STUDENT --out DIR` and `adcsr export verify ARTIFACT`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+TARGET_CHOICES = ("qnn", "executorch", "coreml", "all")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("export", help="W8A16 + export to QNN / ExecuTorch / Core ML, and verification")
+    sub = p.add_subparsers(dest="export_command", metavar="TARGET", required=True)
+    for target in TARGET_CHOICES:
+        t = sub.add_parser(target, help=f"export the student to {target}")
+        t.add_argument("student", help="student folder (save_pretrained) or preset:tiny / preset:sd21")
+        t.add_argument("--out", required=True, help="output folder (one subfolder per target)")
+        t.add_argument("--soc", default=None, help="QNN target SoC: SM8750 (default) or SM8650")
+        t.add_argument("--tile", type=int, default=None, help="static LR tile side (default 128)")
+        t.add_argument("--config", default=None, help="export config YAML (default: export/configs/default.yaml)")
+        t.add_argument("--force", action="store_true", help="replace existing output folders")
+        t.set_defaults(func=_run_export, target=target)
+    v = sub.add_parser("verify", help="re-run an exported folder's artifacts against the PyTorch student")
+    v.add_argument("artifact", help="an export folder (onnx/, qnn-SM8750/, executorch/, coreml/) or a file in it")
+    v.add_argument("--min-fp32-psnr", type=float, default=60.0)
+    v.add_argument("--min-w8a16-psnr", type=float, default=40.0)
+    v.set_defaults(func=_run_verify)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from .config import load_export_config
+    from .targets import TARGETS, export
+
+    overrides = {k: v for k, v in (("soc", args.soc), ("tile", args.tile)) if v is not None}
+    cfg = load_export_config(args.config, **overrides)
+    targets = list(TARGETS) if args.target == "all" else [args.target]
+    print(json.dumps(export(args.student, args.out, targets, cfg, force=args.force), indent=2, default=str))
+    return 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from .verify import verify
+
+    print(json.dumps(verify(args.artifact, args.min_fp32_psnr, args.min_w8a16_psnr), indent=2))
+    return 0

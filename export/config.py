@@ -1,0 +1,29 @@
+"""Export settings (`export/configs/default.yaml` mirrors these defaults)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from adcsr.core.config import load_config
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+
+
+@dataclass
+class ExportConfig:
+    tile: int = 128                      # static LR tile side of every artifact
+    soc: str = "SM8750"                  # QNN target: SM8750 or SM8650
+    calibration_count: int = 16          # degraded LR tiles from the training photos
+    eval_count: int = 4                  # degraded LR tiles from the held-out photos
+    seed: int = 0
+    keep_16bit: list[str] = field(default_factory=list)  # layers kept at 16-bit weights
+    target_psnr: float | None = None     # add the most sensitive layers at 16 bits until met
+    max_16bit_layers: int = 16           # bound on what `target_psnr` may keep at 16 bits
+    min_fp32_psnr: float = 60.0          # fp32 artifacts vs PyTorch (dB)
+    min_w8a16_psnr: float = 40.0         # W8A16 on the HTP emulator vs PyTorch (dB)
+    max_equivalence: float = 1e-4        # deploy form vs training form: max|Δ| / max|y|
+
+
+def load_export_config(path: str | Path | None = None, **overrides) -> ExportConfig:
+    return load_config(ExportConfig, path or DEFAULT_CONFIG, **overrides)

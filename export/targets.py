@@ -1,0 +1,206 @@
+"""One function per target: build the artifact in a temporary folder, verify it, write its
+manifest, and only then rename the folder into place (a failed check leaves nothing behind).
+
+Layout under `out`: `onnx/` (fp32 + W8A16 QDQ), `qnn-<SOC>/` (EPContext model + QNN context
+`.bin`), `executorch/` (XNNPACK `.pte`), `coreml/` (fp32 and W8A16 `.mlpackage`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from adcsr.core.atomic import atomic_dir
+from adcsr.core.errors import UserError
+from adcsr.core.manifest import sha256_tree, size_on_disk, write_manifest
+
+from . import calibration
+from .config import ExportConfig
+from .deploy import deploy_form, relative_max_diff
+from .runtime import MANIFEST
+from .student_io import StudentRef
+
+TARGETS = ("qnn", "executorch", "coreml")
+
+
+class Context:
+    """What every target needs: the student, its reference outputs on held-out photos, settings."""
+
+    def __init__(self, ref: StudentRef, cfg: ExportConfig, progress: bool = True):
+        self.ref, self.cfg, self.progress = ref, cfg, progress
+        self.student = ref.load()
+        self.eval_lr = calibration.lr_tiles("heldout", cfg.tile, cfg.eval_count, cfg.seed)
+        with torch.no_grad():
+            self.reference = self.student(self.eval_lr)
+
+    def deploy(self, backend: str) -> torch.nn.Module:
+        """The deploy form for `backend`, checked equivalent to the training form in fp32."""
+        model = deploy_form(self.student, backend, self.cfg.tile)
+        with torch.no_grad():
+            diff = relative_max_diff(self.reference, model(self.eval_lr))
+        if diff > self.cfg.max_equivalence:
+            raise RuntimeError(f"deploy form ({backend}) differs from the student: {diff:.2e} > {self.cfg.max_equivalence:.0e}")
+        self.equivalence = diff
+        return model
+
+    def parity(self, run: Callable[[torch.Tensor], torch.Tensor]) -> float:
+        from .w8a16 import psnr
+
+        return psnr(self.reference.numpy(), run(self.eval_lr).numpy())
+
+    def manifest(self, folder: Path, target: str, artifacts: list[dict], **fields) -> dict:
+        for a in artifacts:
+            p = folder / a["file"]
+            a.update(sha256=sha256_tree(p), bytes=size_on_disk(p))
+        return write_manifest(
+            folder / MANIFEST, target=target, student=self.ref.describe(), lr_tile=self.cfg.tile,
+            input={"name": "lr", "shape": [1, 3, self.cfg.tile, self.cfg.tile], "dtype": "float32", "range": [0, 1]},
+            output={"name": "sr", "shape": [1, 3, 4 * self.cfg.tile, 4 * self.cfg.tile], "dtype": "float32"},
+            evaluation_set=calibration.describe("heldout", self.cfg.tile, self.cfg.eval_count, self.cfg.seed),
+            deploy_equivalence=self.equivalence, artifacts=artifacts, **fields,
+        )
+
+    def check(self, name: str, value: float, minimum: float) -> None:
+        if value < minimum:
+            raise UserError(f"{name}: parity {value:.2f} dB vs PyTorch is below the required {minimum:.1f} dB")
+
+
+def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
+    """fp32 ONNX + W8A16 QDQ (`onnx/`) and the QNN context binary for the SoC (`qnn-<SOC>/`)."""
+    from . import qnn, w8a16
+    from .onnx_export import export_onnx
+    from .runtime import load_artifact
+
+    cfg, soc = ctx.cfg, qnn.get_soc(ctx.cfg.soc)
+    steps = tqdm(total=5, desc=f"export qnn {soc.name}", disable=not ctx.progress)
+    t0 = time.perf_counter()
+    onnx_dir, qnn_dir = out / "onnx", out / f"qnn-{soc.name}"
+    for d in (onnx_dir, qnn_dir):
+        if d.exists() and not force:
+            raise UserError(f"{d} already exists (use --force to replace it)")
+    with atomic_dir(onnx_dir, overwrite=True) as tmp_onnx, atomic_dir(qnn_dir, overwrite=True) as tmp_qnn:
+        model = ctx.deploy("qnn")
+        fp32 = export_onnx(model, cfg.tile, tmp_onnx / "student_fp32.onnx")
+        steps.update()
+        fp32_psnr = ctx.parity(load_artifact(fp32))
+        ctx.check("fp32 ONNX", fp32_psnr, cfg.min_fp32_psnr)
+        pre = w8a16.preprocess(fp32, tmp_onnx / "student_fp32_qnnprep.onnx")
+        calib = calibration.lr_tiles("train", cfg.tile, cfg.calibration_count, cfg.seed)
+        qdq = tmp_onnx / "student_w8a16.onnx"
+        keep, sensitivity = list(cfg.keep_16bit), []
+        if cfg.target_psnr is not None:
+            sensitivity = w8a16.layer_sensitivity(model, ctx.eval_lr)
+        steps.update()
+        tries = []
+        while True:
+            quant = w8a16.quantize_w8a16(pre, qdq, calib.numpy(), keep)
+            w8_psnr = ctx.parity(_htp(qdq, soc))
+            tries.append({"kept_16bit": list(keep), "psnr_db": w8_psnr})
+            if cfg.target_psnr is None or w8_psnr >= cfg.target_psnr:
+                break
+            more = [n for n, _ in sensitivity if n not in keep]
+            if not more or len(keep) >= cfg.max_16bit_layers:
+                break
+            keep += more[: max(1, len(keep))][: cfg.max_16bit_layers - len(keep)]
+        steps.update()
+        ctx.check(f"W8A16 on the {soc.name} HTP emulator", w8_psnr, cfg.min_w8a16_psnr)
+        ctx_model = qnn.compile_context(qdq, tmp_qnn, soc)
+        coverage = qnn.coverage(ctx_model)
+        steps.update()
+        ctx_psnr = ctx.parity(load_artifact(ctx_model))
+        ctx.check(f"QNN context binary ({soc.name})", ctx_psnr, cfg.min_w8a16_psnr)
+        quant_info = {**quant, "calibration_set": calibration.describe("train", cfg.tile, cfg.calibration_count, cfg.seed),
+                      "mixed_precision_search": tries, "sensitivity_db": sensitivity[:20]}
+        onnx_files = [{"file": fp32.name, "kind": "fp32", "psnr_db": fp32_psnr},
+                      {"file": qdq.name, "kind": "w8a16_qdq", "psnr_db_htp_emulator": w8_psnr}]
+        if Path(str(fp32) + ".data").exists():
+            onnx_files.insert(1, {"file": fp32.name + ".data", "kind": "fp32_weights"})
+        pre.unlink()
+        Path(str(pre) + ".data").unlink(missing_ok=True)
+        ctx.manifest(tmp_onnx, "onnx", onnx_files, soc=soc.name, quantization=quant_info)
+        bins = sorted(p.name for p in tmp_qnn.iterdir() if p.suffix == ".bin")
+        ctx.manifest(tmp_qnn, "qnn_context_binary", [{"file": ctx_model.name, "kind": "qnn_context", "psnr_db_htp_emulator": ctx_psnr}]
+                     + [{"file": b, "kind": "qnn_context_bin"} for b in bins],
+                     soc=soc.name,
+                     soc_model=soc.soc_model, htp_arch=soc.htp_arch, quantization=quant_info,
+                     htp_coverage=coverage, export_seconds=time.perf_counter() - t0)
+        steps.update()
+    steps.close()
+    return {"onnx": str(onnx_dir), "qnn": str(qnn_dir), "fp32_psnr": fp32_psnr, "w8a16_psnr": ctx_psnr,
+            "kept_16bit": keep, "htp_coverage": coverage["htp_fraction"]}
+
+
+def _htp(qdq: Path, soc) -> Callable[[torch.Tensor], torch.Tensor]:
+    from .qnn import htp_session
+    from .runtime import Artifact
+
+    session = htp_session(qdq, soc, cpu_fallback=False)
+    tile = session.get_inputs()[0].shape[-1]
+    return Artifact(qdq, "w8a16_qdq", int(tile), lambda x: session.run(None, {"lr": x})[0])
+
+
+def export_executorch(ctx: Context, out: Path, force: bool = False) -> dict:
+    """XNNPACK `.pte` (fp32, verified here); QNN `.pte` too when a QNN SDK is configured."""
+    from . import executorch_export as et
+    from .runtime import load_artifact
+
+    cfg = ctx.cfg
+    folder = out / "executorch"
+    t0 = time.perf_counter()
+    with atomic_dir(folder, overwrite=force) as tmp:
+        with tqdm(total=2, desc="export executorch", disable=not ctx.progress) as steps:
+            pte = et.export_xnnpack(ctx.deploy("xnnpack"), cfg.tile, tmp / "student_xnnpack.pte")
+            steps.update()
+            # the runtime needs the tile from the manifest: write a first one, then the final one
+            ctx.manifest(tmp, "executorch", [{"file": pte.name, "kind": "xnnpack_fp32"}])
+            parity = ctx.parity(load_artifact(pte))
+            ctx.check("XNNPACK .pte", parity, cfg.min_fp32_psnr)
+            files = [{"file": pte.name, "kind": "xnnpack_fp32", "psnr_db": parity,
+                      "delegate_partitions": et.delegated_partitions(pte)}]
+            notes = []
+            if et.qnn_sdk_root():
+                calib = calibration.lr_tiles("train", cfg.tile, cfg.calibration_count, cfg.seed)
+                q = et.export_qnn_pte(ctx.deploy("qnn"), cfg.tile, tmp / f"student_qnn_{cfg.soc}.pte", cfg.soc, calib)
+                files.append({"file": q.name, "kind": "qnn_16a8w", "note": "runs on a phone only"})
+            else:
+                notes.append("QNN .pte skipped: QNN_SDK_ROOT does not point at a QNN SDK")
+            steps.update()
+            ctx.manifest(tmp, "executorch", files, notes=notes, export_seconds=time.perf_counter() - t0)
+    return {"executorch": str(folder), "fp32_psnr": parity, "notes": notes}
+
+
+def export_coreml(ctx: Context, out: Path, force: bool = False) -> dict:
+    """fp32 and W8A16 `.mlpackage`; checked by spec (prediction needs macOS)."""
+    from . import coreml_export as cm
+
+    cfg = ctx.cfg
+    folder = out / "coreml"
+    t0 = time.perf_counter()
+    with atomic_dir(folder, overwrite=force) as tmp:
+        with tqdm(total=2, desc="export coreml", disable=not ctx.progress) as steps:
+            model = ctx.deploy("coreml")
+            files = []
+            for w8a16, name in ((False, "student_fp32.mlpackage"), (True, "student_w8a16.mlpackage")):
+                path = cm.export_coreml(model, cfg.tile, tmp / name, w8a16)
+                spec = cm.spec_report(path)
+                cm.check_spec(spec, cfg.tile, w8a16)
+                files.append({"file": name, "kind": "w8a16" if w8a16 else "fp32", "spec": spec})
+                steps.update()
+            ctx.manifest(tmp, "coreml", files, quantization="int8 per-channel symmetric weights, fp16 compute (w8a16 package)",
+                         export_seconds=time.perf_counter() - t0)
+    return {"coreml": str(folder)}
+
+
+EXPORTERS = {"qnn": export_qnn, "executorch": export_executorch, "coreml": export_coreml}
+
+
+def export(student: str | os.PathLike, out: str | os.PathLike, targets: list[str], cfg: ExportConfig,
+           force: bool = False, progress: bool = True) -> dict:
+    """Export `student` (a saved folder or a preset name) to each target under `out`."""
+    ctx = Context(StudentRef.parse(str(student), cfg.seed), cfg, progress)
+    return {t: EXPORTERS[t](ctx, Path(out), force) for t in targets}
