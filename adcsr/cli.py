@@ -19,7 +19,9 @@ from adcsr import __version__
 COMMAND_MODULES: list[str] = [
     "adcsr.upscale",
     "adcsr.imagetools",
+    "adcsr.bench",
     "adcsr.compress.cli",
+    "adcsr.export.cli",
 ]
 
 
