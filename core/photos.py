@@ -7,52 +7,41 @@ held-out photos are natural scenes never used for training: a cat, a flower and 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+import importlib.util
+from pathlib import Path
 
-import numpy as np
 import torch
 
 from .errors import UserError
+from .imaging import read_image
 
 
-def _skimage(name: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        import skimage.data
-
-        return getattr(skimage.data, name)()
-
-    return load
-
-
-def _sklearn(filename: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        from sklearn.datasets import load_sample_image
-
-        return load_sample_image(filename)
-
-    return load
-
-
-def _grace_hopper() -> np.ndarray:
-    from matplotlib import cbook
-    from PIL import Image
-
-    with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as img:
-        return np.asarray(img.convert("RGB"))
-
-
-_LOADERS: dict[str, Callable[[], np.ndarray]] = {
-    "astronaut": _skimage("astronaut"),
-    "coffee": _skimage("coffee"),
-    "chelsea": _skimage("chelsea"),
-    "rocket": _skimage("rocket"),
-    "hubble_deep_field": _skimage("hubble_deep_field"),
-    "retina": _skimage("retina"),
-    "immunohistochemistry": _skimage("immunohistochemistry"),
-    "china": _sklearn("china.jpg"),
-    "flower": _sklearn("flower.jpg"),
-    "grace_hopper": _grace_hopper,
+# (package, file inside it): the files behind skimage.data.<name>(), sklearn's
+# load_sample_image() and matplotlib's sample data, read directly so that loading a photo does not
+# import those (slow to import) packages.
+_FILES: dict[str, tuple[str, str]] = {
+    "astronaut": ("skimage", "data/astronaut.png"),
+    "coffee": ("skimage", "data/coffee.png"),
+    "chelsea": ("skimage", "data/chelsea.png"),
+    "rocket": ("skimage", "data/rocket.jpg"),
+    "hubble_deep_field": ("skimage", "data/hubble_deep_field.jpg"),
+    "retina": ("skimage", "data/retina.jpg"),
+    "immunohistochemistry": ("skimage", "data/ihc.png"),
+    "china": ("sklearn", "datasets/images/china.jpg"),
+    "flower": ("sklearn", "datasets/images/flower.jpg"),
+    "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
+
+
+def photo_path(name: str) -> Path:
+    """Where the installed package keeps photo `name`."""
+    package, rel = _FILES[name]
+    spec = importlib.util.find_spec(package)
+    path = Path(spec.submodule_search_locations[0]) / rel if spec and spec.submodule_search_locations else None
+    if path is None or not path.is_file():
+        raise UserError(f"photo '{name}' not found: is the '{package}' package installed?")
+    return path
+
 
 TRAIN_PHOTOS: tuple[str, ...] = (
     "astronaut", "coffee", "rocket", "china", "hubble_deep_field", "retina", "immunohistochemistry",
@@ -63,17 +52,14 @@ SPLITS = {"train": TRAIN_PHOTOS, "heldout": HELDOUT_PHOTOS}
 
 def shared_photo(name: str) -> torch.Tensor:
     """The cached tensor itself, shared by every caller: read it, never modify it."""
-    if name not in _LOADERS:
-        raise UserError(f"unknown photo '{name}' (choose from {', '.join(_LOADERS)})")
+    if name not in _FILES:
+        raise UserError(f"unknown photo '{name}' (choose from {', '.join(_FILES)})")
     return _decoded(name)
 
 
 @functools.lru_cache(maxsize=None)
 def _decoded(name: str) -> torch.Tensor:
-    a = _LOADERS[name]()
-    if a.ndim == 2:
-        a = np.repeat(a[..., None], 3, axis=2)
-    return torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1).float().div(255.0)
+    return read_image(photo_path(name))
 
 
 def load_photo(name: str) -> torch.Tensor:
