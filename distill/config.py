@@ -6,7 +6,10 @@ Stage configs (stage0/1/2) nest these two sections; every YAML under `distill/co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Literal, Optional
+
+from adcsr.core.config import path_field
+from adcsr.core.degradations import DegradationConfig
 
 
 @dataclass
@@ -33,12 +36,12 @@ class TrainerConfig:
 
 @dataclass
 class DataConfig:
-    hr_size: int = 64  # HR crop side; LR side is hr_size // scale
-    scale: int = 4
-    pool_size: int = 64  # HR crops cut once from the training photos, then flipped/degraded per step
-    heldout_count: int = 4  # fixed held-out crops (different photos) for evaluation
+    hr_size: int = 64  # HR crop side; the LR side is hr_size // degradation.scale
+    hr_folder: Optional[str] = path_field()  # your HR photos; default: the bundled sample photos
+    epoch_length: int = 1000  # crops per epoch; each epoch draws new crops and flips
+    heldout_count: int = 4  # fixed crops of the held-out photos, for evaluation
     heldout_size: int = 64
-    degradation: dict[str, Any] = field(default_factory=dict)  # DegradationConfig fields
+    degradation: DegradationConfig = field(default_factory=DegradationConfig)
 
 
 def check_batch(cfg: TrainerConfig, world: int) -> int:

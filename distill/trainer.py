@@ -17,6 +17,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -33,13 +34,15 @@ from .checkpoint import CheckpointStore
 from .config import TrainerConfig, check_batch
 from .state_io import load_state, save_state
 
-LossFn = Callable[[dict, int], tuple[torch.Tensor, dict[str, float]]]
+LossFn = Callable[[dict, int], "tuple[torch.Tensor, dict[str, float]] | None"]
 
 
 @dataclass
 class Phase:
     optimizer: str  # the optimizer this phase steps
-    loss: LossFn  # (micro_batch, step) -> (loss, {name: value}); may stash tensors in the batch
+    # (micro_batch, step) -> (loss, {name: value}), or None to skip this phase at this step (e.g.
+    # an adversarial term not switched on yet); it may stash tensors in the batch for later phases
+    loss: LossFn
 
 
 class Task:
@@ -47,6 +50,7 @@ class Task:
 
     modules: dict[str, nn.Module]  # every module whose weights are checkpointed
     phases: list[Phase]
+    frozen: dict[str, nn.Module] = {}  # fixed helpers (encoders, teachers' nets, loss networks)
     ema_module: str | None = None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -83,6 +87,12 @@ def image_grid(images: torch.Tensor, columns: int = 4) -> torch.Tensor:
     return grid
 
 
+def _module_state(m: nn.Module) -> dict[str, torch.Tensor]:
+    """A module's checkpointed tensors: all of them, or only the trained part when the module
+    says so (a LoRA discriminator on a large frozen base rebuilt identically at start)."""
+    return m.trainable_state_dict() if hasattr(m, "trainable_state_dict") else m.state_dict()
+
+
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig):
     warm = cfg.warmup_steps
 
@@ -113,6 +123,8 @@ class Trainer:
         seed_everything(cfg.seed)  # identical initial weights on every process
         self.task = build_task()
         seed_everything(cfg.seed + 1000 * self.rank)
+        for m in self.task.frozen.values():
+            m.to(self.acc.device)
         for m in self.task.modules.values():
             m.to(self.acc.device)
             if cfg.grad_checkpointing and hasattr(m, "enable_gradient_checkpointing"):
@@ -146,7 +158,7 @@ class Trainer:
         if self.acc.is_main_process:
             def fill(tmp: Path) -> None:
                 for name, m in self.task.modules.items():
-                    save_file({k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()},
+                    save_file({k: v.detach().cpu().contiguous() for k, v in _module_state(m).items()},
                               str(tmp / f"model-{name}.safetensors"))
                 for name in self.opts:
                     save_state({"optimizer": self.opts[name].state_dict(),
@@ -168,7 +180,8 @@ class Trainer:
             return False
         meta = json.loads((folder / "trainer.json").read_text())
         for name, m in self.task.modules.items():
-            m.load_state_dict(load_file(str(folder / f"model-{name}.safetensors"), device=str(self.acc.device)))
+            state = load_file(str(folder / f"model-{name}.safetensors"), device=str(self.acc.device))
+            m.load_state_dict(state, strict=not hasattr(m, "trainable_state_dict"))
         for name in self.opts:
             st = load_state(folder, f"optim-{name}")
             self.opts[name].load_state_dict(st["optimizer"])
@@ -215,7 +228,13 @@ class Trainer:
         logs: dict[str, float] = {}
         for b in batches:
             with self.acc.autocast():
-                loss, parts = phase.loss(b, self.step)
+                out = phase.loss(b, self.step)
+            if out is None:  # the schedule counts steps, taken or not
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    self.scheds[phase.optimizer].step()
+                return logs
+            loss, parts = out
             scaler.scale(loss / len(batches)).backward()
             for k, v in parts.items():
                 logs[k] = logs.get(k, 0.0) + float(v) / len(batches)
