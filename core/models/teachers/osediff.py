@@ -187,24 +187,31 @@ def _prompt_embeds(folder: Path | None, prompt: str | None, embedding: str | Non
     return torch.zeros(1, 77, dim), "empty prompt as zeros (no text encoder, no embedding file)"
 
 
+def _check_precision(dtype: str, device: str | torch.device) -> None:
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype != "fp32" and torch.device(device).type != "cuda":
+        raise UserError(f"{dtype} runs on CUDA only; use dtype=fp32 on {torch.device(device).type}")
+
+
 class OSEDiffTeacher(Teacher):
     name = "osediff"
     size_multiple = 16  # the UNet halves the latent 3 times: latent % 8, image % 64, LR % 16
     default_color_fix = "adain"
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: Any, prompt_embeds: torch.Tensor,
-                 info: dict[str, Any], dtype: str = "fp32", device: str | torch.device = "cpu"):
-        if dtype not in DTYPES:
-            raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+                 info: dict[str, Any], lora_lists: dict[str, Any], dtype: str = "fp32",
+                 device: str | torch.device = "cpu"):
+        _check_precision(dtype, device)
         self.device = torch.device(device)
-        if dtype != "fp32" and self.device.type != "cuda":
-            raise UserError(f"{dtype} runs on CUDA only; use dtype=fp32 on {self.device.type}")
         self.dtype = DTYPES[dtype]
         self.unet = unet.to(self.device).eval().requires_grad_(False)
         self.vae = vae.to(self.device).eval().requires_grad_(False)
         if self.dtype != torch.float32:
             self.unet.to(dtype=self.dtype), self.vae.to(dtype=self.dtype)
         self.prompt_embeds = prompt_embeds.to(self.device, self.dtype)
+        # the released lists as given (peft shortens long target lists into equivalent suffixes)
+        self.lora_lists = {k: (v if k.startswith("rank") else list(v)) for k, v in lora_lists.items()}
         alpha = scheduler.alphas_cumprod[TIMESTEP].item()
         self._sqrt_a, self._sqrt_1ma = alpha**0.5, (1 - alpha) ** 0.5
         self.info = {**info, "dtype": dtype, "merged": False, "latent": "mean", "timestep": TIMESTEP}
@@ -216,10 +223,12 @@ class OSEDiffTeacher(Teacher):
         """From an SD2.1-base diffusers folder + an OSEDiff checkpoint, or `preset="tiny"` (random)."""
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
+        _check_precision(dtype, device)
         if preset is not None:
             if sd_folder or checkpoint:
                 raise UserError("give either preset or sd_folder + checkpoint for osediff, not both")
-            teacher = cls.from_preset(preset, seed=int(seed), prompt_embedding=prompt_embedding, device=device)
+            teacher = cls.from_preset(preset, seed=int(seed), prompt_embedding=prompt_embedding, dtype=dtype,
+                                      device=device)
         else:
             if not sd_folder or not checkpoint:
                 raise UserError("osediff needs sd_folder=<SD2.1-base diffusers folder> and checkpoint=<OSEDiff "
@@ -236,46 +245,47 @@ class OSEDiffTeacher(Teacher):
             _copy_in(vae, ckpt["state_dict_vae"], "lora", str(checkpoint))
             emb, source = _prompt_embeds(folder, prompt, prompt_embedding, unet.config.cross_attention_dim)
             info = {"sd_folder": str(folder), "checkpoint": str(checkpoint), "prompt": source}
-            teacher = cls(unet, vae, _scheduler(folder), emb, info, dtype=dtype, device=device)
+            lists = {k: v for k, v in ckpt.items() if not k.startswith("state_dict")}
+            teacher = cls(unet, vae, _scheduler(folder), emb, info, lists, dtype=dtype, device=device)
         if merge in (True, "1", "true", "True", "yes"):
             teacher.merge_lora()
         return teacher
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", seed: int = 0, prompt_embedding: str | None = None,
-                    device: str = "cpu") -> OSEDiffTeacher:
+                    dtype: str = "fp32", device: str = "cpu") -> OSEDiffTeacher:
         """SD-shaped random weights with non-zero LoRA (so LoRA paths are exercised), for tests."""
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
+        _check_precision(dtype, device)
         if preset != "tiny":
             raise UserError(f"osediff preset {preset!r} has no weights here; load sd_folder + checkpoint instead")
+        emb, source = _prompt_embeds(None, None, prompt_embedding, unet_config(preset)["cross_attention_dim"])
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_config(preset))
         vae = AutoencoderKL(**vae_config(preset))
         targets = unet_lora_targets(unet)
-        add_adapters(unet, vae, {
+        lists = {
             "rank_unet": RANK, "rank_vae": RANK, "vae_lora_encoder_modules": vae_lora_targets(vae),
             "unet_lora_encoder_modules": targets["default_encoder"],
             "unet_lora_decoder_modules": targets["default_decoder"],
             "unet_lora_others_modules": targets["default_others"],
-        })
+        }
+        add_adapters(unet, vae, lists)
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for name, p in [*unet.named_parameters(), *vae.named_parameters()]:
                 if "lora_B" in name:
                     p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-        emb, source = _prompt_embeds(None, None, prompt_embedding, unet.config.cross_attention_dim)
-        return cls(unet, vae, _scheduler(None), emb, {"preset": preset, "seed": seed, "prompt": source}, device=device)
+        info = {"preset": preset, "seed": seed, "prompt": source}
+        return cls(unet, vae, _scheduler(None), emb, info, lists, dtype=dtype, device=device)
 
     def checkpoint_dict(self) -> dict[str, Any]:
         """The trained parts in the released checkpoint format (needs unmerged LoRA)."""
         if self.info["merged"]:
             raise UserError("LoRA is merged into the weights; save the checkpoint before merging")
-        cfg = self.unet.peft_config
         return {
-            "rank_unet": cfg["default_encoder"].r, "rank_vae": self.vae.peft_config["default_encoder"].r,
-            **{f"unet_lora_{g.split('_')[1]}_modules": sorted(cfg[g].target_modules) for g in GROUPS},
-            "vae_lora_encoder_modules": sorted(self.vae.peft_config["default_encoder"].target_modules),
+            **self.lora_lists,
             "state_dict_unet": trained_unet_state(self.unet), "state_dict_vae": trained_vae_state(self.vae),
         }
 
