@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "adcsr.imagetools",
     "adcsr.bench",
     "adcsr.compress.cli",
+    "adcsr.distill.cli",
     "adcsr.export.cli",
 ]
 

@@ -1,0 +1,36 @@
+"""`adcsr distill stage0|stage1|stage2 CONFIG [--resume]`.
+
+Multi-process: `accelerate launch -m adcsr.cli distill stage2 CONFIG` or
+`torchrun --nproc_per_node N -m adcsr.cli distill stage2 CONFIG`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+STAGES = {
+    "stage0": ("train the small KL autoencoder (stands in for SD's VAE)", "stage0", "train_autoencoder"),
+    "stage1": ("pretrain the pruned VAE decoder", "stage1", "pretrain_decoder"),
+    "stage2": ("adversarial feature distillation of the student", "stage2", "distill"),
+}
+
+
+def _run(args: argparse.Namespace) -> int:
+    import importlib
+
+    _, module, fn = STAGES[args.stage]
+    out = getattr(importlib.import_module(f"adcsr.distill.{module}"), fn)(args.config, resume=args.resume)
+    print(out)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("distill", help="train: stage 0 autoencoder, stage 1 decoder, stage 2 distillation",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
+    for name, (help_, _, _) in STAGES.items():
+        s = stages.add_parser(name, help=help_)
+        s.add_argument("config", help="YAML config (see distill/configs/)")
+        s.add_argument("--resume", action="store_true",
+                       help="continue from the newest good checkpoint in the config's run_dir")
+        s.set_defaults(func=_run)
