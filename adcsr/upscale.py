@@ -1,6 +1,6 @@
 """`adcsr upscale IN... OUT`: ×4 super-resolution of photos with a teacher or a trained student.
 
-One input file and an OUT with an image extension writes that file; otherwise OUT is a folder
+One input file and an OUT with an extension writes that file; otherwise OUT is a folder
 that receives `<name>.png` per input (folders are searched recursively, sub-folders kept). A
 corrupt input among several is reported and skipped; the rest are written and the exit code says
 that some failed.
@@ -71,10 +71,11 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
 def plan_outputs(files: list[tuple[Path, Path]], output: str, force: bool) -> tuple[list[Path], bool]:
     """(destination per input, whether OUT is a folder); refuses clashes, inputs being overwritten
     and (without `force`) existing files, before any work starts."""
-    from adcsr.core.imaging import WRITE_FORMATS, check_output
+    from adcsr.core.imaging import check_output
 
     out = Path(output)
-    folder = not (len(files) == 1 and files[0][1] == Path(files[0][0].name) and out.suffix.lower() in WRITE_FORMATS)
+    one_file = len(files) == 1 and files[0][1] == Path(files[0][0].name)
+    folder = not one_file or out.is_dir() or not out.suffix
     if folder and out.exists() and not out.is_dir():
         raise UserError(f"{out} is a file; with several inputs (or a folder) OUT must be a folder")
     dests = [out / rel.with_suffix(".png") for _, rel in files] if folder else [out]
@@ -103,15 +104,12 @@ def load_model(args: argparse.Namespace) -> tuple[Callable[..., torch.Tensor], d
             return teacher.upscale(lr, tile=tile, overlap=args.overlap, color_fix=color_fix, progress=progress)
 
         return run_teacher, teacher.describe(), getattr(teacher, "default_color_fix", "none")
+    if not (args.student / "config.json").is_file():
+        raise UserError(f"{args.student} is not a student folder (no config.json)")
     from adcsr.core.models.student import AdcSRStudent
     from adcsr.core.tiling import tiled_upscale
 
-    if not (args.student / "config.json").is_file():
-        raise UserError(f"{args.student} is not a student folder (no config.json)")
-    try:
-        student = AdcSRStudent.from_pretrained(args.student).to(args.device).eval()
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot load the student from {args.student}: {str(e).splitlines()[0]}") from None
+    student = AdcSRStudent.from_pretrained(args.student).to(args.device).eval()
 
     @torch.no_grad()
     def run_student(lr: torch.Tensor, color_fix: str | None, progress: bool) -> torch.Tensor:

@@ -221,8 +221,6 @@ class OSEDiffTeacher(Teacher):
              prompt: str | None = None, prompt_embedding: str | None = None, dtype: str = "fp32",
              device: str = "cpu", merge: bool | str = True, seed: int | str = 0) -> OSEDiffTeacher:
         """From an SD2.1-base diffusers folder + an OSEDiff checkpoint, or `preset="tiny"` (random)."""
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-
         _check_precision(dtype, device)
         if preset is not None:
             if sd_folder or checkpoint:
@@ -238,6 +236,8 @@ class OSEDiffTeacher(Teacher):
                 if not (folder / sub / "config.json").is_file():
                     raise UserError(f"{folder} is not a diffusers SD folder (no {sub}/config.json)")
             ckpt = read_checkpoint(checkpoint)
+            from diffusers import AutoencoderKL, UNet2DConditionModel
+
             unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
             vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
             add_adapters(unet, vae, ckpt)

@@ -1,0 +1,95 @@
+"""`adcsr upscale`: files and folders, overwrite refusal, corrupt inputs, teachers and students."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adcsr.cli import main
+from adcsr.core.imaging import read_image, write_image
+from adcsr.core.photos import load_photo
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    folder = tmp_path / "in"
+    write_image(load_photo("chelsea")[:, 100:130, 150:190], folder / "cat.png")
+    write_image(load_photo("flower")[:, 200:224, 300:340], folder / "sub" / "flower.jpg")
+    return folder
+
+
+def test_one_photo_is_upscaled_x4_and_not_overwritten_without_force(photos, tmp_path, capsys):
+    src, out = photos / "cat.png", tmp_path / "cat_x4.png"
+    assert main(["upscale", str(src), str(out), "--teacher", "realesrgan-compact"]) == 0
+    lr, sr = read_image(src), read_image(out)
+    assert sr.shape == (3, 120, 160)
+    # an SR of this photo: its 4x downscale is close to the input, far closer than a grey image
+    back = F.interpolate(sr[None], scale_factor=0.25, mode="area")[0]
+    assert (back - lr).abs().mean() < 0.05 < (lr - lr.mean()).abs().mean()
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["upscale", str(src), str(out), "--teacher", "realesrgan-compact"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "already exists" in err and "--force" in err and len(err.splitlines()) == 1
+    assert out.read_bytes() == before
+    assert main(["upscale", str(src), str(out), "--teacher", "realesrgan-compact", "--force",
+                 "--color-fix", "wavelet"]) == 0
+
+
+def test_a_folder_with_a_corrupt_file_writes_the_rest_and_fails(photos, tmp_path, capsys):
+    (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    assert main(["upscale", str(photos), str(out), "--teacher", "realesrgan-compact"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "1 of 3 inputs failed" in err
+    assert read_image(out / "cat.png").shape == (3, 120, 160)
+    assert read_image(out / "sub" / "flower.png").shape == (3, 96, 160)
+    assert not (out / "broken.png").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "realesrgan-compact" and manifest["model"]["weights_licence"]
+    assert [p.endswith("broken.png") for p in manifest["failed"]] == [True] and len(manifest["written"]) == 2
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["missing.png", "o.png", "--teacher", "realesrgan"], "not found"),
+    (["{cat}", "o.png", "--teacher", "nope"], "unknown teacher"),
+    (["{cat}", "o.png", "--teacher", "osediff"], "sd_folder"),
+    (["{cat}", "o.png", "--teacher", "realesrgan", "--teacher-opt", "oops"], "KEY=VALUE"),
+    (["{cat}", "o.txt", "--teacher", "realesrgan"], "cannot write"),
+    (["{cat}", "{cat}", "--teacher", "realesrgan"], "overwrite its input"),
+    (["{cat}", "o.png", "--student", "{in}"], "not a student folder"),
+])
+def test_bad_input_is_one_line_exit_2(photos, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    argv = [a.format(cat=photos / "cat.png", **{"in": photos}) for a in argv]
+    assert main(["upscale", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_osediff_tiny_states_its_prompt(photos, tmp_path, capsys):
+    out = tmp_path / "o.png"
+    argv = ["upscale", str(photos / "cat.png"), str(out), "--teacher", "osediff", "--teacher-opt", "preset=tiny",
+            "--tile", "16", "--overlap", "4"]
+    assert main(argv) == 0
+    assert "prompt: empty prompt as zeros" in capsys.readouterr().err
+    sr, lr = read_image(out), read_image(photos / "cat.png")
+    assert sr.shape == (3, 120, 160)
+    assert torch.allclose(sr.mean((1, 2)), lr.mean((1, 2)), atol=0.03)  # adain by default
+
+
+def test_a_saved_student_upscales(photos, tmp_path):
+    from adcsr.core.models.student import AdcSRStudent
+
+    torch.manual_seed(0)
+    AdcSRStudent.from_preset("tiny").save_pretrained(tmp_path / "student")
+    out = tmp_path / "s"
+    assert main(["upscale", str(photos / "cat.png"), str(out), "--student", str(tmp_path / "student"),
+                 "--tile", "0"]) == 0
+    assert read_image(out / "cat.png").shape == (3, 120, 160)
