@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,15 @@ def _pairs(sr: Path, hr: Path) -> list[tuple[str, Path, Path]]:
     return [(n, srs[n], hrs[n]) for n in sorted(hrs)]
 
 
+def _finite(x: Any) -> Any:
+    """JSON has no infinity (PSNR of identical images): write null instead."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -138,5 +148,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for r in rows + [{"image": "mean", **mean}]:
         print(f"{r['image']:<{width}}  " + "  ".join(f"{r[k]:8.4f}" for k in keys))
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps({"crop_border": args.crop_border, "images": rows, "mean": mean}, indent=2) + "\n")
+        report = {"crop_border": args.crop_border, "images": rows, "mean": mean}
+        atomic_write_text(json_out, json.dumps(_finite(report), indent=2, allow_nan=False) + "\n")
     return 0

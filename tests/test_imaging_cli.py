@@ -122,3 +122,30 @@ def test_console_script_exit_code(files, tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "empty file" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_reports_metrics_and_json(capsys, tmp_path):
+    import json
+
+    import torch
+
+    from adcsr.core import metrics
+    from adcsr.core.imaging import read_image
+
+    hr = load_photo("chelsea")[:, :96, :200]
+    noisy = (hr + 0.03 * torch.randn(hr.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    for folder, img in (("hr", hr), ("sr", noisy)):
+        write_image(img, tmp_path / folder / "x" / "cat.png")
+        write_image(hr, tmp_path / folder / "same.png")
+    rc, err = run_cli(capsys, ["evaluate", str(tmp_path / "sr"), str(tmp_path / "hr"), "--json", str(tmp_path / "r.json")])
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = {r["image"]: r for r in report["images"]}
+    assert set(rows) == {"same", "x/cat"}
+    sr, ref = read_image(tmp_path / "sr/x/cat.png")[None], read_image(tmp_path / "hr/x/cat.png")[None]
+    assert abs(rows["x/cat"]["psnr_y"] - float(metrics.psnr_y(sr, ref, crop_border=4))) < 1e-9
+    assert 25 < rows["x/cat"]["psnr_y"] < 40 and rows["x/cat"]["ssim_y"] < 0.98
+    assert rows["same"]["psnr_y"] is None and rows["same"]["ssim_y"] == pytest.approx(1.0)  # infinite PSNR
+    assert rows["x/cat"]["niqe"] > 0
+    rc, err = run_cli(capsys, ["evaluate", str(tmp_path / "sr"), str(tmp_path / "hr"), "--json", str(tmp_path / "r.json")])
+    assert rc == 2 and "already exists" in err
