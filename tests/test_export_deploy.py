@@ -1,0 +1,64 @@
+"""The deploy form computes what the training form computes, with the graph changes it promises."""
+
+import pytest
+import torch
+from diffusers.models.activations import GEGLU
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+from adcsr.core.errors import UserError
+from adcsr.core.models.student import AdcSRStudent
+from adcsr.export.calibration import lr_tiles
+from adcsr.export.deploy import Attention4D, DecomposedGroupNorm, SplitGEGLU, deploy_form, relative_max_diff
+
+TILE = 32
+
+
+@pytest.fixture(scope="module")
+def student():
+    torch.manual_seed(0)
+    model = AdcSRStudent.from_preset("tiny").eval()
+    with torch.no_grad():  # non-trivial norms/biases so a swapped or dropped affine would show
+        for m in model.modules():
+            if isinstance(m, (nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return lr_tiles("heldout", TILE, 2, seed=1)
+
+
+@pytest.mark.parametrize("backend", ["qnn", "xnnpack", "coreml"])
+def test_deploy_form_matches_training_form_on_real_photos(student, photos, backend):
+    deployed = deploy_form(student, backend, TILE)
+    with torch.no_grad():
+        ref, out = student(photos), deployed(photos)
+    assert relative_max_diff(ref, out) <= 1e-4
+    mods = list(deployed.modules())
+    assert not any(isinstance(m, GEGLU) for m in mods) and any(isinstance(m, SplitGEGLU) for m in mods)
+    assert all(isinstance(m.processor, Attention4D) for m in mods if isinstance(m, Attention))
+    decomposed = any(isinstance(m, DecomposedGroupNorm) for m in mods)
+    kept = any(type(m) is nn.GroupNorm for m in mods)
+    assert (decomposed, kept) == ((True, False) if backend == "xnnpack" else (False, True))
+    # the student itself is untouched
+    assert any(isinstance(m, GEGLU) for m in student.modules())
+
+
+def test_split_geglu_is_the_same_function_and_a_broken_split_is_not():
+    torch.manual_seed(0)
+    g = GEGLU(8, 16)
+    x = torch.randn(2, 5, 8)
+    split = SplitGEGLU(g)
+    assert torch.allclose(split(x), g(x), atol=1e-6)
+    split.value, split.gate = split.gate, split.value  # halves swapped must be caught
+    assert not torch.allclose(split(x), g(x), atol=1e-3)
+
+
+def test_deploy_form_rejects_a_tile_the_student_cannot_take(student):
+    with pytest.raises(UserError, match="multiple of 16"):
+        deploy_form(student, "qnn", 40)
+    with pytest.raises(UserError, match="unknown backend"):
+        deploy_form(student, "tflite", TILE)
