@@ -1,0 +1,120 @@
+"""Image-quality metrics: fidelity on MATLAB luma (PSNR, SSIM), NIQE, and learned metrics.
+
+Learned metrics (LPIPS, DISTS, EA-DISTS, FID) are defined here and load their weights only from
+explicit local files: `load_metric(name, weights=path_or_paths)`. `build_metric(name)` gives the
+randomly initialised network (tests, conversions), `save_weights(model, path)` writes it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+
+from ..errors import UserError
+from .base import LearnedMetric
+from .fidelity import psnr_y, rgb_to_y, ssim_y
+from .niqe import niqe
+from .weights import WeightsArg, load_weights, save_weights
+
+
+def _lpips_vgg() -> LearnedMetric:
+    from .lpips import LPIPS
+
+    return LPIPS("vgg")
+
+
+def _lpips_alex() -> LearnedMetric:
+    from .lpips import LPIPS
+
+    return LPIPS("alex")
+
+
+def _dists() -> LearnedMetric:
+    from .dists import DISTS
+
+    return DISTS()
+
+
+def _ea_dists() -> LearnedMetric:
+    from .dists import EADISTS
+
+    return EADISTS()
+
+
+def _fid() -> LearnedMetric:
+    from .fid import FID
+
+    return FID()
+
+
+# Learned metrics by name → factory of the (randomly initialised) network.
+METRICS: dict[str, Callable[[], LearnedMetric]] = {
+    "lpips": _lpips_vgg,
+    "lpips-alex": _lpips_alex,
+    "dists": _dists,
+    "ea-dists": _ea_dists,
+    "fid": _fid,
+}
+# Metrics that need no weights: name → (callable, takes a reference image).
+FIXED_METRICS: dict[str, tuple[Callable, bool]] = {
+    "psnr_y": (psnr_y, True),
+    "ssim_y": (ssim_y, True),
+    "niqe": (niqe, False),
+}
+
+
+def build_metric(name: str) -> LearnedMetric:
+    """The network of a learned metric with random weights (to be filled by `load_weights`)."""
+    if name not in METRICS:
+        raise UserError(f"unknown learned metric '{name}' (choose from {', '.join(METRICS)})")
+    return METRICS[name]()
+
+
+def load_metric(name: str, weights: WeightsArg | None = None) -> LearnedMetric:
+    """A frozen, eval-mode learned metric with weights from the given local file(s)."""
+    model = build_metric(name)
+    return load_weights(model, weights, fetch=model.fetch, ignore=model.ignore_keys)
+
+
+def lpips_model(weights: WeightsArg) -> LearnedMetric:
+    """LPIPS (VGG) as a differentiable loss: `model(a, b)` → mean over the batch."""
+    return load_metric("lpips", weights)
+
+
+def evaluate(
+    sr: torch.Tensor,
+    hr: torch.Tensor | None,
+    names: Iterable[str],
+    weights: Mapping[str, WeightsArg] | None = None,
+    crop_border: int = 4,
+) -> dict[str, float]:
+    """Mean of each named metric over the NCHW [0, 1] batch `sr` (against `hr` where it needs one)."""
+    weights = dict(weights or {})
+    out: dict[str, float] = {}
+    for name in names:
+        if name in FIXED_METRICS:
+            fn, needs_ref = FIXED_METRICS[name]
+            if needs_ref and hr is None:
+                raise UserError(f"{name} needs reference (HR) images")
+            kw = {"crop_border": crop_border}
+            val = fn(sr, hr, **kw) if needs_ref else fn(sr)
+            out[name] = float(torch.as_tensor(val).double().mean())
+        elif name in METRICS:
+            if hr is None:
+                raise UserError(f"{name} needs reference (HR) images")
+            if name not in weights:
+                raise UserError(f"{name} needs a weights file: {build_metric(name).fetch}")
+            model = load_metric(name, weights[name])
+            with torch.no_grad():
+                out[name] = float(model(sr, hr))
+        else:
+            raise UserError(f"unknown metric '{name}' (choose from {', '.join([*FIXED_METRICS, *METRICS])})")
+    return out
+
+
+__all__ = [
+    "METRICS", "FIXED_METRICS", "LearnedMetric", "build_metric", "evaluate", "load_metric", "load_weights",
+    "lpips_model", "niqe", "psnr_y", "rgb_to_y", "save_weights", "ssim_y",
+]
