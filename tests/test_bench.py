@@ -1,0 +1,48 @@
+"""`adcsr bench` on the tiny presets: side-by-side rows, ratios and the fresh-process memory probe."""
+
+import json
+
+import pytest
+
+from adcsr.bench import build, peak_rss, run_bench, write_results
+from adcsr.core.errors import UserError
+from adcsr.core.models.macs import count_params
+
+
+@pytest.fixture(scope="module")
+def result():
+    return run_bench("realesrgan-compact", "student:tiny", lr_size=32, repeats=2, warmup=1,
+                     backends=("torch", "onnxruntime"), memory=False, cuda=False)
+
+
+def test_rows_pair_every_model_with_every_backend(result):
+    pairs = {(r["model"], r["backend"]) for r in result["rows"]}
+    assert pairs == {(m, b) for m in (result["teacher"], result["student"]) for b in ("torch", "onnxruntime")}
+    for backend, speedup in result["student_speedup"].items():
+        rows = {r["model"]: r["median_ms"] for r in result["rows"] if r["backend"] == backend}
+        assert speedup == pytest.approx(rows[result["teacher"]] / rows[result["student"]])
+    student = next(r for r in result["rows"] if r["model"] == result["student"])
+    assert student["params"] == count_params(build("student:tiny").module)
+    assert student["macs"] > 0 and student["repeats"] == 2
+
+
+def test_results_written_as_json_and_markdown(result, tmp_path):
+    js, md = write_results(result, tmp_path)
+    assert json.loads(js.read_text())["student_speedup"] == result["student_speedup"]
+    table = md.read_text()
+    assert table.count("| realesrgan-compact teacher |") == 2 and "×" in table
+
+
+def test_memory_probe_sees_the_model_in_a_fresh_process():
+    small = peak_rss("realesrgan-compact", 32)
+    big = peak_rss("student:tiny", 32)
+    # the weights (float32) must be resident at the peak; the probe must not report the parent's peak
+    assert big["model_rss_bytes"] >= 4 * count_params(build("student:tiny").module)
+    assert 0 < small["model_rss_bytes"] < big["model_rss_bytes"]
+
+
+def test_bad_spec_is_a_user_error():
+    with pytest.raises(UserError, match="unknown teacher"):
+        build("nosuchteacher")
+    with pytest.raises(UserError, match="only student"):
+        build("realesrgan:tiny")
