@@ -9,6 +9,7 @@ reported as such. LPIPS is used only when its weights file is given (`adcsr.core
 from __future__ import annotations
 
 import os
+import pickle
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ class EfficientNetPerceptual(nn.Module):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-        except (OSError, RuntimeError) as e:
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
             raise UserError(f"cannot load EfficientNet-Lite0 weights from {path}: {str(e).splitlines()[0]}") from None
         self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
         self.blocks = net._blocks[: _TAPS[-1] + 1]
