@@ -110,7 +110,7 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
         steps.update()
         ctx.check(f"W8A16 on the {soc.name} HTP emulator", w8_psnr, cfg.min_w8a16_psnr)
         ctx_model = qnn.compile_context(qdq, tmp_qnn, soc)
-        coverage = qnn.coverage(ctx_model)
+        coverage = qnn.coverage(ctx_model, qdq)
         steps.update()
         ctx_psnr = ctx.parity(load_artifact(ctx_model))
         ctx.check(f"QNN context binary ({soc.name})", ctx_psnr, cfg.min_w8a16_psnr)
@@ -139,7 +139,11 @@ def _htp(qdq: Path, soc) -> Callable[[torch.Tensor], torch.Tensor]:
     from .qnn import htp_session
     from .runtime import Artifact
 
-    session = htp_session(qdq, soc, cpu_fallback=False)
+    try:
+        session = htp_session(qdq, soc, cpu_fallback=False)
+    except Exception as e:  # noqa: BLE001 - onnxruntime reports it as a generic failure
+        raise UserError(f"{qdq.name} does not run fully on the {soc.name} HTP (CPU fallback disabled): "
+                        f"{str(e).splitlines()[0]}") from None
     tile = session.get_inputs()[0].shape[-1]
     return Artifact(qdq, "w8a16_qdq", int(tile), lambda x: session.run(None, {"lr": x})[0])
 
@@ -202,5 +206,13 @@ EXPORTERS = {"qnn": export_qnn, "executorch": export_executorch, "coreml": expor
 def export(student: str | os.PathLike, out: str | os.PathLike, targets: list[str], cfg: ExportConfig,
            force: bool = False, progress: bool = True) -> dict:
     """Export `student` (a saved folder or a preset name) to each target under `out`."""
+    from .qnn import get_soc
+
+    unknown = [t for t in targets if t not in EXPORTERS]
+    if unknown:
+        raise UserError(f"unknown export target {unknown[0]!r} (known: {', '.join(EXPORTERS)})")
+    get_soc(cfg.soc)
+    if cfg.tile <= 0 or cfg.tile % 16:
+        raise UserError(f"--tile must be a positive multiple of 16, got {cfg.tile}")
     ctx = Context(StudentRef.parse(str(student), cfg.seed), cfg, progress)
     return {t: EXPORTERS[t](ctx, Path(out), force) for t in targets}

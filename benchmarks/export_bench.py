@@ -1,0 +1,64 @@
+"""Export benchmark for a student preset (default: full-size `sd21`, seeded random weights).
+
+Runs the QNN path (fp32 ONNX → W8A16 QDQ → context binary on the HTP emulator) and optionally the
+ExecuTorch / Core ML paths, then prints one Markdown table: export time, bytes on disk, HTP
+coverage and parity vs PyTorch. Random weights make the W8A16 figure a mechanics check, not a
+quality claim; the ≤ 0.47 GB budget applies to the QNN context binary.
+
+    python benchmarks/export_bench.py --out /tmp/bench --tile 64 [--targets qnn executorch coreml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from adcsr.export.config import load_export_config
+from adcsr.export.targets import export
+
+CONTEXT_BUDGET_BYTES = int(0.47e9)
+
+
+def _row(folder: Path) -> list[str]:
+    m = json.loads((folder / "manifest.json").read_text())
+    rows = []
+    for a in m["artifacts"]:
+        parity = a.get("psnr_db", a.get("psnr_db_htp_emulator"))
+        cov = m.get("htp_coverage", {}).get("htp_fraction")
+        rows.append(f"| {folder.name}/{a['file']} | {a['kind']} | {a['bytes'] / 1e6:.1f} MB | "
+                    f"{'' if parity is None else f'{parity:.2f} dB'} | {'' if cov is None else f'{cov:.0%}'} |")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="sd21")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tile", type=int, default=128)
+    ap.add_argument("--soc", default="SM8750")
+    ap.add_argument("--calibration-count", type=int, default=8)
+    ap.add_argument("--eval-count", type=int, default=2)
+    ap.add_argument("--targets", nargs="+", default=["qnn"])
+    args = ap.parse_args()
+    # random weights: report the W8A16 figure, do not gate on it
+    cfg = load_export_config(None, tile=args.tile, soc=args.soc, calibration_count=args.calibration_count,
+                             eval_count=args.eval_count, min_w8a16_psnr=0.0)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    export(f"preset:{args.preset}", out, args.targets, cfg, force=True)
+    total = time.perf_counter() - t0
+    print(f"preset {args.preset}, LR tile {args.tile}², SoC {args.soc}: total export time {total:.0f} s\n")
+    print("| artifact | kind | size | parity vs PyTorch | HTP coverage |\n| --- | --- | --- | --- | --- |")
+    for folder in sorted(p for p in out.iterdir() if (p / "manifest.json").exists()):
+        print("\n".join(_row(folder)))
+    ctx = next(out.glob("qnn-*/*.bin"), None)
+    if ctx is not None:
+        size = ctx.stat().st_size
+        print(f"\nQNN context binary: {size / 1e9:.3f} GB (budget {CONTEXT_BUDGET_BYTES / 1e9:.2f} GB: "
+              f"{'within' if size <= CONTEXT_BUDGET_BYTES else 'OVER'})")
+
+
+if __name__ == "__main__":
+    main()
