@@ -125,14 +125,14 @@ def test_sharper_than_bicubic_on_heldout_photos_without_losing_fidelity(which, s
         assert _psnr(sr, hr) > _psnr(bic, hr) - 5.0, name
 
 
-def test_lower_niqe_than_bicubic_on_a_heldout_photo(compact):
-    metrics = pytest.importorskip("adcsr.core.metrics")
-    if not hasattr(metrics, "niqe"):
-        pytest.skip("adcsr.core.metrics.niqe has not landed yet")
-    hr = load_photo("chelsea")[None, :, :192, :192]
-    lr = F.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
-    bic = F.interpolate(lr, scale_factor=4, mode="bicubic").clamp(0, 1)
-    assert float(metrics.niqe(compact.upscale(lr))) < float(metrics.niqe(bic))
+def test_x4plus_has_lower_niqe_than_bicubic_on_heldout_photos(x4plus):
+    from adcsr.core.metrics import niqe
+
+    for name in HELDOUT_PHOTOS:  # measured: bicubic 8.2-8.6, x4plus 6.0-6.4 (the HR crops 3.6-5.1)
+        hr = _crop(name, 192, top=100, left=100)
+        lr = F.interpolate(hr, scale_factor=0.25, mode="bicubic", antialias=True).clamp(0, 1)
+        bic = F.interpolate(lr, scale_factor=4, mode="bicubic").clamp(0, 1)
+        assert float(niqe(x4plus.upscale(lr))) < float(niqe(bic)) - 1.0, name
 
 
 def test_features_match_the_student_shape_and_padding(compact):
