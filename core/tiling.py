@@ -4,8 +4,10 @@ The LR image is padded (reflect) to a multiple of the model's size multiple, cut
 overlapping tiles, and the tiles go through the model a few at a time. Each SR tile is weighted
 by a separable window that ramps up (linearly or along a raised cosine) over exactly the pixels
 it shares with its neighbour and is 1 elsewhere, so the weights of overlapping tiles sum to one;
-results and weights accumulate into one output buffer and one weight buffer. Peak memory is those
-two buffers plus one batch of tiles, whatever the image size. The colour fix runs once on the
+results and weights accumulate into one output buffer and one weight buffer, and each finished
+image is copied into the preallocated result. Peak memory is those buffers (7 floats per SR
+pixel) plus one batch of tiles, whatever the image size (the colour fix adds its own full-size
+temporaries). The colour fix runs once on the
 whole image afterwards: run per tile, each tile would get its own correction and seams.
 """
 
@@ -132,12 +134,14 @@ def tiled_upscale(
         raise UserError(f"blend must be 'cosine' or 'linear', got {blend!r}")
     fix = get_color_fix(color_fix)
     lr = lr.float()
-    results = []
+    n, _, h, w = lr.shape
+    result = torch.empty(n, 3, h * scale, w * scale, dtype=torch.float32, device=lr.device)
     total = lr.shape[0] * math.prod(len(_grid(s, tile, overlap, multiple)[2]) for s in lr.shape[-2:])
     with tqdm(total=total, desc="tiles", unit="tile", disable=not progress) as bar:
-        for img in lr:
+        for i, img in enumerate(lr):
             sr = _upscale_one(model, img, scale, tile, overlap, multiple, blend, batch_size, bar)[None]
             if fix is not None:
                 sr = fix(sr, img[None])
-            results.append(sr.clamp_(0.0, 1.0))
-    return torch.cat(results)
+            result[i] = sr[0].clamp_(0.0, 1.0)
+            del sr
+    return result

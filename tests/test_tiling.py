@@ -1,6 +1,7 @@
 """Tiled upscaling: same result as one pass, no seam grid, any size, bounded work per call."""
 
 import math
+import os
 
 import pytest
 import torch
@@ -145,3 +146,35 @@ def test_bad_arguments():
         tiled_upscale(up, lr[0])
     with pytest.raises(UserError, match="colour fix"):
         tiled_upscale(up, lr, color_fix="magic")
+
+
+def _status_bytes(key):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(key))
+
+
+def peak_growth(fn):
+    """How far the process's peak resident memory rises above its current size while fn runs."""
+    base = _status_bytes("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS
+    out = fn()
+    grown = _status_bytes("VmHWM") - base
+    del out
+    return grown
+
+
+@pytest.mark.skipif(not os.access("/proc/self/clear_refs", os.W_OK), reason="needs Linux /proc peak-RSS reset")
+def test_peak_memory_is_the_output_buffers_plus_one_batch():
+    net = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(), nn.Conv2d(16, 3, 1))
+
+    @torch.no_grad()
+    def wide(x):  # 16 channels at SR resolution: whole-image activations dwarf the output
+        return net(F.interpolate(x, scale_factor=4, mode="nearest"))
+
+    lr = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    tiled_upscale(wide, lr[..., :64, :64], tile=32, overlap=8)  # warm-up: thread pools, allocator
+    buffers = 7 * 4 * (256 * 4) ** 2  # result (3) + accumulator (3) + weights (1), float32
+    grown = peak_growth(lambda: tiled_upscale(wide, lr, tile=32, overlap=8))
+    assert grown < buffers + 20e6
+    assert peak_growth(lambda: wide(lr)) > buffers + 40e6  # the measure would see a whole-image pass
