@@ -5,17 +5,23 @@ stage's settings and of every input it reads, upstream outputs included) matches
 one, and every output it lists still has the recorded sha256. A complete stage is skipped; the
 first stage that is not complete, and every stage after it, runs again. The manifest is written
 only after the stage finished, so a killed or failed stage never looks done.
+
+A stage that starts records its fingerprint in `started.json`. When it runs again with the same
+fingerprint (it was killed, or failed), its function is told to resume; with a different one, or
+when forced with `start`/`only`, the stage folder is emptied first.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from adcsr.core.atomic import atomic_write_text
 from adcsr.core.errors import UserError
 from adcsr.core.manifest import read_manifest, sha256_tree, write_manifest
 
@@ -38,6 +44,7 @@ class StageContext:
     dir: Path
     inputs: dict[str, Path]  # "<stage>.<output>" -> path, for every output of the stages it needs
     settings: dict[str, Any]
+    resume: bool = False  # an earlier attempt with the same fingerprint was interrupted: continue it
 
     def input(self, key: str) -> Path:
         return self.inputs[key]
@@ -122,7 +129,7 @@ class Pipeline:
                 manifests[stage.name] = done
                 continue
             dirty = True
-            manifests[stage.name] = self._run_stage(stage, stage_dir, fingerprint, manifests, log)
+            manifests[stage.name] = self._run_stage(stage, stage_dir, fingerprint, manifests, forced, log)
         return manifests
 
     def _require_complete(self, name: str) -> dict[str, Any]:
@@ -131,17 +138,22 @@ class Pipeline:
             raise UserError(f"stage {name!r} has not completed in {self.run_dir}; run it first")
         return read_manifest(path)
 
-    def _run_stage(self, stage: Stage, stage_dir: Path, fingerprint: str,
-                   manifests: dict[str, dict[str, Any]], log: Callable[[str], None]) -> dict[str, Any]:
+    def _run_stage(self, stage: Stage, stage_dir: Path, fingerprint: str, manifests: dict[str, dict[str, Any]],
+                   forced: bool, log: Callable[[str], None]) -> dict[str, Any]:
+        started = stage_dir / "started.json"
+        resume = not forced and started.is_file() and json.loads(started.read_text()).get("fingerprint") == fingerprint
+        if not resume and stage_dir.exists():
+            shutil.rmtree(stage_dir)
         stage_dir.mkdir(parents=True, exist_ok=True)
         (stage_dir / "manifest.json").unlink(missing_ok=True)  # not complete until written again
+        atomic_write_text(started, json.dumps({"fingerprint": fingerprint}) + "\n")
         inputs = {
             f"{need}.{key}": self.run_dir / need / out["path"]
             for need in stage.needs
             for key, out in manifests[need]["outputs"].items()
         }
-        ctx = StageContext(stage.name, stage_dir, inputs, stage.settings)
-        log(f"[{stage.name}] running")
+        ctx = StageContext(stage.name, stage_dir, inputs, stage.settings, resume)
+        log(f"[{stage.name}] {'resuming' if resume else 'running'}")
         start = time.perf_counter()
         try:
             outputs = stage.run(ctx)

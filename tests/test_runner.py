@@ -82,3 +82,28 @@ def test_failed_stage_keeps_earlier_ones_and_is_not_marked_done(tmp_path):
     calls.clear()
     _chain(tmp_path, calls).run(log=lambda m: None)
     assert calls == ["c"]
+
+
+def test_interrupted_stage_resumes_changed_stage_starts_clean(tmp_path):
+    seen = []
+
+    def work(ctx):
+        seen.append(ctx.resume)
+        marker = ctx.dir / "partial"
+        if not marker.exists():
+            marker.write_text("half")
+            raise RuntimeError("killed")
+        (ctx.dir / "done.txt").write_text("ok")
+        return {"done": ctx.dir / "done.txt"}
+
+    def pipeline(x):
+        return Pipeline(tmp_path / "run", [Stage("w", work, settings={"x": x})])
+
+    with pytest.raises(StageFailed):
+        pipeline(1).run(log=lambda m: None)
+    pipeline(1).run(log=lambda m: None)  # same fingerprint: resumes and keeps its partial state
+    assert seen == [False, True]
+    seen.clear()
+    with pytest.raises(StageFailed):  # new settings: the old partial state is wiped first
+        pipeline(2).run(log=lambda m: None)
+    assert seen == [False]
