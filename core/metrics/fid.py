@@ -8,6 +8,8 @@ to [-1, 1]. Key names match pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 import torch
@@ -159,7 +161,9 @@ def _trace_sqrt_product(fa: np.ndarray, fb: np.ndarray) -> float:
         prod = ab @ ab.T / (na * nb) if na <= nb else ab.T @ ab / (na * nb)
     else:
         prod = (a.T @ a / na) @ (b.T @ b / nb)
-    root = scipy.linalg.sqrtm(prod)
+    with warnings.catch_warnings():  # a product of sample covariances is singular by nature
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(prod)
     if not np.isfinite(root).all():  # pytorch-fid's retry: nudge a singular product
         root = scipy.linalg.sqrtm(prod + np.eye(len(prod)) * 1e-6)
     return float(np.trace(np.real(root)))
