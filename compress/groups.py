@@ -29,6 +29,7 @@ class Group:
     keep: int
     heads: int = 1
     slots: list[Slot] = field(default_factory=list)
+    query: nn.Module | None = None  # the q projection of an attention head group (see prune.py)
 
     def add(self, module: nn.Module, kind: str, offset: int = 0) -> None:
         self.slots.append(Slot(module, kind, offset))
@@ -80,6 +81,7 @@ class Walker:
     def attention(self, name: str, g: Group, a: nn.Module, hd_keep: int) -> None:
         """diffusers `Attention` (self-attention): q/k/v + to_out input as one head group."""
         qkv = self.new(f"{name}.qkv", a.inner_dim, a.heads * hd_keep, heads=a.heads)
+        qkv.query = a.to_q
         for lin in (a.to_q, a.to_k, a.to_v):
             g.add(lin, "linear_in")
             qkv.add(lin, "linear_out")

@@ -88,8 +88,23 @@ def apply(groups: list[Group], keep: dict[str, torch.Tensor]) -> None:
             module.zero_grad(set_to_none=True)
 
 
-def prune(groups: list[Group], criterion: str) -> dict[str, torch.Tensor]:
-    """Select and apply; returns the kept indices of every group."""
+def keep_attention_temperature(groups: list[Group]) -> None:
+    """diffusers' attention scales logits by 1/sqrt(head_dim): after head dims are cut, scale q by
+    sqrt(new/old) so q·k/sqrt(d) is what the kept dims gave before (the release does not)."""
+    for g in groups:
+        if g.query is not None and g.keep != g.size:
+            factor = (g.keep / g.size) ** 0.5
+            with torch.no_grad():
+                g.query.weight.mul_(factor)
+                if g.query.bias is not None:
+                    g.query.bias.mul_(factor)
+
+
+def prune(groups: list[Group], criterion: str, keep_temperature: bool | None = None) -> dict[str, torch.Tensor]:
+    """Select and apply; returns the kept indices of every group. `keep_temperature` (default: all
+    criteria but `first`, which reproduces the release's plain slicing) rescales attention queries."""
     keep = {g.name: select(g, criterion) for g in groups}
     apply(groups, keep)
+    if keep_temperature if keep_temperature is not None else criterion != "first":
+        keep_attention_temperature(groups)
     return keep

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -24,7 +25,8 @@ _ATTENTION_OPS = ("bmm", "baddbmm", "scaled_dot_product")
 
 def macs_breakdown(module: nn.Module | Callable[..., Any], *inputs: Any, **kwargs: Any) -> dict[str, int]:
     """MACs of one call, split into `conv`, `linear` (mm/addmm) and `attention` (bmm / SDPA)."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    # the math backend decomposes attention into bmm everywhere; fused CPU kernels are not counted
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         module(*inputs, **kwargs)
     out = {"conv": 0, "linear": 0, "attention": 0}
     for op, flops in counter.get_flop_counts().get("Global", {}).items():
