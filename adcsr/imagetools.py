@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Degrade HR images into LR images. OUT is an image file (one HR) or a folder "
         "(written as OUT/<name>.png). HR sides are cropped down to a multiple of the scale.",
     )
-    p.add_argument("paths", nargs="+", metavar="HR... OUT", help="HR image files, then the output file or folder")
+    p.add_argument("hr", nargs="+", metavar="HR", help="HR image files")
+    p.add_argument("out", metavar="OUT", help="output image file (one HR) or folder")
     p.add_argument("--config", help="degradation YAML (default: the built-in Real-ESRGAN/AdcSR settings)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same LR images)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
@@ -43,9 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _degrade_targets(args: argparse.Namespace) -> list[tuple[Path, Path]]:
-    if len(args.paths) < 2:
-        raise UserError("give at least one HR image and an output path")
-    inputs, out = [Path(p) for p in args.paths[:-1]], Path(args.paths[-1])
+    inputs, out = [Path(p) for p in args.hr], Path(args.out)
     if out.suffix and not out.is_dir():  # a file name; check_output rejects unwritable formats
         if len(inputs) > 1:
             raise UserError(f"{out}: {len(inputs)} inputs need an output folder, not a file")

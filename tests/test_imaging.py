@@ -89,7 +89,7 @@ def test_alpha_composited_or_kept(tmp_path):
 def test_palette_and_cmyk(tmp_path, photo):
     pal = Image.fromarray(u8(photo)).quantize(colors=16)
     pal.save(tmp_path / "p.png")
-    expected = torch.from_numpy(np.asarray(pal.convert("RGB"))).permute(2, 0, 1).float() / 255
+    expected = torch.from_numpy(np.array(pal.convert("RGB"))).permute(2, 0, 1).float() / 255
     assert torch.equal(read_image(tmp_path / "p.png"), expected)
     pal.info["transparency"] = 0
     pal.save(tmp_path / "pt.png", transparency=0)
