@@ -164,3 +164,40 @@ def test_features_match_the_student_for_the_same_lr(teacher):
 
         padded, _ = pad_to_multiple(lr, student.size_multiple)
         assert torch.allclose(feats, space.from_latent(teacher.x0_latent(padded)), atol=1e-5)
+
+
+def _tiny_text_encoder(folder):
+    """A one-layer CLIP text encoder and a letters-only CLIP tokenizer, saved as in an SD folder."""
+    import json
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    (folder / "tokenizer").mkdir(exist_ok=True)
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "tokenizer" / "vocab.json"), str(folder / "tokenizer" / "merges.txt"),
+                  model_max_length=77).save_pretrained(folder / "tokenizer")
+    cfg = CLIPTextConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1)
+    torch.manual_seed(1)
+    CLIPTextModel(cfg).save_pretrained(folder / "text_encoder")
+
+
+def test_a_text_prompt_goes_through_the_folders_text_encoder(teacher, sd_folder, tmp_path):
+    folder = tmp_path / "sd"
+    folder.mkdir()
+    for sub in ("unet", "vae"):
+        (folder / sub).symlink_to(sd_folder / sub)
+    _tiny_text_encoder(folder)
+    cat, cat_source = O._prompt_embeds(folder, "a cat", None, 64)
+    empty, empty_source = O._prompt_embeds(folder, None, None, 64)
+    assert cat.shape == empty.shape == (1, 77, 64) and not torch.allclose(cat, empty)
+    assert cat_source == "text encoder, prompt 'a cat'" and empty_source == "text encoder, prompt ''"
+    teacher.save_checkpoint(tmp_path / "c")
+    other = O.OSEDiffTeacher.load(sd_folder=str(folder), checkpoint=str(tmp_path / "c.safetensors"), prompt="a cat")
+    assert other.describe()["prompt"] == cat_source
+    assert torch.equal(other.prompt_embeds, cat)
