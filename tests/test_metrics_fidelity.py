@@ -100,3 +100,13 @@ def test_bad_input_is_a_user_error(a, b, kw):
     for fn in (psnr_y, ssim_y):
         with pytest.raises(UserError):
             fn(a, b, **kw)
+
+
+def test_uint8_inputs_are_read_as_8_bit_images():
+    hr = load_photo("chelsea")[:, :64, :64]
+    sr = _jpeg(hr)
+    as8 = lambda x: (x * 255).round().to(torch.uint8)  # noqa: E731
+    assert psnr_y(as8(sr), as8(hr)) == pytest.approx(psnr_y(sr, hr), abs=1e-4)
+    assert ssim_y(as8(sr).numpy(), as8(hr).numpy()) == pytest.approx(ssim_y(sr, hr), abs=1e-6)
+    with pytest.raises(UserError, match="float"):
+        psnr_y(torch.ones(3, 32, 32, dtype=torch.int32), torch.ones(3, 32, 32, dtype=torch.int32))

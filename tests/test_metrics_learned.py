@@ -130,3 +130,21 @@ def test_evaluate_combines_fixed_and_learned_metrics(tmp_path):
         evaluate(sr, hr, ["dists"])
     with pytest.raises(UserError, match="unknown metric"):
         evaluate(sr, hr, ["nope"])
+
+
+@pytest.mark.parametrize(
+    "name, params, key, shape",
+    [
+        # torchvision VGG16 features: 14,714,688 parameters; LPIPS heads add 64+128+256+512+512.
+        ("lpips", 14_714_688 + 1472, "lin4.model.1.weight", (1, 512, 1, 1)),
+        # torchvision AlexNet features: 2,469,696; heads add 64+192+384+256+256.
+        ("lpips-alex", 2_469_696 + 1152, "features.10.weight", (256, 256, 3, 3)),
+        ("dists", 14_714_688 + 2 * 1475, "alpha", (1, 1475, 1, 1)),
+        # torchvision inception_v3: 27,161,264 minus the 1000-way fc and AuxLogits = 21,785,568.
+        ("fid", 21_785_568, "Mixed_7c.branch_pool.conv.weight", (192, 2048, 1, 1)),
+    ],
+)
+def test_architectures_match_the_published_networks(name, params, key, shape):
+    model = build_metric(name)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert tuple(model.state_dict()[key].shape) == shape

@@ -19,11 +19,15 @@ _C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 
 
 def as_batch(img: torch.Tensor | np.ndarray, name: str = "image") -> torch.Tensor:
-    """(N,3,H,W) or (3,H,W) RGB in [0, 1] (tensor or numpy; uint8 numpy is divided by 255) → float64 NCHW."""
+    """(N,3,H,W) or (3,H,W) RGB in [0, 1] (tensor or numpy; uint8 is divided by 255) → float64 NCHW."""
     if isinstance(img, np.ndarray):
         img = torch.from_numpy(np.array(img, dtype=np.float64) / (255.0 if img.dtype == np.uint8 else 1.0))
     if not isinstance(img, torch.Tensor):
         raise UserError(f"{name} must be a tensor or numpy array, got {type(img).__name__}")
+    if img.dtype == torch.uint8:
+        img = img.double() / 255.0
+    elif not img.is_floating_point():
+        raise UserError(f"{name} must be float in [0, 1] or uint8, got {img.dtype}")
     if img.ndim == 3:
         img = img[None]
     if img.ndim != 4 or img.shape[1] != 3:
