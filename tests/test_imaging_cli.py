@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from adcsr.cli import main
 from adcsr.core.imaging import write_image
@@ -36,6 +37,7 @@ def files(tmp_path_factory):
     jpg = (d / "hr.jpg").read_bytes()
     (d / "truncated.jpg").write_bytes(jpg[: len(jpg) // 2])
     (d / "empty.png").write_bytes(b"")
+    Image.new("RGB", (8, 8)).save(d / "old.bmp")
     (d / "notes.png").write_text("these are not pixels\n")
     (d / "bomb.png").write_bytes(png_header_only(20000, 20000))
     (d / "afile").write_text("x")
@@ -55,6 +57,7 @@ CASES = {
     "truncated PNG": (["{d}/truncated.png", "{o}/lr.png"], "corrupt or truncated"),
     "truncated JPEG": (["{d}/truncated.jpg", "{o}/lr.png"], "corrupt or truncated"),
     "not an image": (["{d}/notes.png", "{o}/lr.png"], "not an image"),
+    "unsupported input format": (["{d}/old.bmp", "{o}/lr.png"], "BMP files are not supported"),
     "pixel limit": (["--max-pixels", "1000", "{d}/hr.png", "{o}/lr.png"], "exceeds the limit of 1000"),
     "Pillow's bomb check": (["--max-pixels", "1000000000", "{d}/bomb.png", "{o}/lr.png"], "decompression bomb"),
     "missing file": (["{d}/nope.png", "{o}/lr.png"], "no such file"),
