@@ -208,7 +208,8 @@ class OSEDiffTeacher(Teacher):
         self.unet = unet.to(self.device).eval().requires_grad_(False)
         self.vae = vae.to(self.device).eval().requires_grad_(False)
         if self.dtype != torch.float32:
-            self.unet.to(dtype=self.dtype), self.vae.to(dtype=self.dtype)
+            self.unet.to(dtype=self.dtype)
+            self.vae.to(dtype=self.dtype)
         self.prompt_embeds = prompt_embeds.to(self.device, self.dtype)
         # the released lists as given (peft shortens long target lists into equivalent suffixes)
         self.lora_lists = {k: (v if k.startswith("rank") else list(v)) for k, v in lora_lists.items()}
