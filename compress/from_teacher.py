@@ -145,7 +145,6 @@ def from_teacher(unet, vae, ratios: Ratios = Ratios(), criterion: str = "first",
 
     dec_full = _full_decoder(vae)
     if criterion == "taylor":
-        vae.requires_grad_(False)
         sf = vcfg.scaling_factor
 
         def dec_loss(hr):
