@@ -66,6 +66,17 @@ def test_feature_path_is_the_released_one(parts):
         fs.encode(torch.rand(1, 3, 30, 32))
 
 
+def test_decoder_save_load(parts, tmp_path):
+    _, dec = parts
+    dec.save_pretrained(tmp_path / "d")
+    back = PrunedVAEDecoder.from_pretrained(tmp_path / "d").eval()
+    z = torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(back(z), dec(z))
+    with pytest.raises(UserError, match="cannot load the decoder"):
+        PrunedVAEDecoder.from_pretrained(tmp_path / "nothing")
+
+
 def test_latent_only_space(parts):
     _, dec = parts
     fs = FeatureSpace(None, dec)

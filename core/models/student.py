@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 from .padding import crop_to, pad_to_multiple
-from .vae_decoder import PrunedVAEDecoder, decode_up_path
+from .vae_decoder import PrunedVAEDecoder, decode_up_path, load_or_user_error
 
 DEFAULT_GROUP_CANDIDATES = (32, 24, 16, 8, 4, 2, 1)
 
@@ -231,11 +231,7 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
     @classmethod
     def from_pretrained(cls, path, **kw) -> "AdcSRStudent":
         """diffusers' loader; a missing folder or weights that do not fit the config is a UserError."""
-        try:
-            return super().from_pretrained(path, **kw)
-        except (OSError, ValueError, RuntimeError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot load the student from {path}: {first[:300]}") from None
+        return load_or_user_error(super().from_pretrained, "student", path, **kw)
 
     @property
     def size_multiple(self) -> int:

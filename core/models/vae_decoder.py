@@ -57,6 +57,11 @@ class PrunedVAEDecoder(ModelMixin, ConfigMixin):
             mid_block_add_attention=True,
         )
 
+    @classmethod
+    def from_pretrained(cls, path, **kw) -> "PrunedVAEDecoder":
+        """diffusers' loader; a missing folder or weights that do not fit the config is a UserError."""
+        return load_or_user_error(super().from_pretrained, "decoder", path, **kw)
+
     @property
     def feature_channels(self) -> int:
         """Channels of the decoder mid-block (the stage-2 feature space)."""
@@ -100,6 +105,15 @@ class PrunedVAEDecoder(ModelMixin, ConfigMixin):
     def from_preset(cls, preset: str, ratio: float = DECODER_RATIO) -> "PrunedVAEDecoder":
         """The `sd21` (64/128/256/256) or `tiny` decoder, randomly initialised."""
         return cls(**cls.config_from_vae(vae_config(preset), ratio))
+
+
+def load_or_user_error(loader, what: str, path, **kw):
+    """Run a diffusers `from_pretrained`, turning its load failures into one-line UserErrors."""
+    try:
+        return loader(path, **kw)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the {what} from {path}: {first[:300]}") from None
 
 
 def decode_up_path(decoder: Decoder, feats: torch.Tensor) -> torch.Tensor:
