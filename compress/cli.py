@@ -10,7 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-from adcsr.core.atomic import atomic_dir
 from adcsr.core.errors import UserError
 
 from .prune import CRITERIA
@@ -53,42 +52,26 @@ def _text_config(teacher: str) -> dict | None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .accounting import compression_report, report_markdown
-    from .from_teacher import Ratios, from_teacher
+    from .accounting import report_markdown
+    from .api import compress_to_folder
     from .teacher import load_teacher
 
-    if args.lr_size < 16 or args.lr_size % 16:
-        raise UserError(f"--lr-size must be a positive multiple of 16, got {args.lr_size}")
-    if args.calibration < 1:
-        raise UserError("--calibration must be at least 1")
-    ratios = Ratios(unet=args.unet_ratio, decoder=args.decoder_ratio)
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists (use --force to replace it)")
     with tqdm(total=4, desc="compress", unit="step") as bar:
         bar.set_postfix_str("load teacher")
         unet, vae = load_teacher(args.teacher, seed=args.seed)
-        bar.update()
-        bar.set_postfix_str(f"prune ({args.criterion})")
-        calib = None
-        if args.criterion == "taylor":
-            from adcsr.core.photos import hr_crops
 
-            calib = hr_crops("train", 128, args.calibration, seed=args.seed)
-        student, decoder = from_teacher(unet, vae, ratios, args.criterion, calib)
+        def step(name: str) -> None:
+            bar.update()
+            bar.set_postfix_str(name)
+
+        compress_to_folder(unet, vae, out, unet_ratio=args.unet_ratio, decoder_ratio=args.decoder_ratio,
+                           criterion=args.criterion, calibration=args.calibration, lr_size=args.lr_size,
+                           teacher=args.teacher, text_config=_text_config(args.teacher), seed=args.seed,
+                           overwrite=args.force, on_step=step)
         bar.update()
-        bar.set_postfix_str("count params/MACs")
-        rep = compression_report(dict(unet.config), dict(vae.config), _text_config(args.teacher), dict(student.config),
-                                 {"unet": ratios.unet, "decoder": ratios.decoder}, args.criterion, args.lr_size)
-        rep["teacher"] = args.teacher
-        bar.update()
-        bar.set_postfix_str("save")
-        with atomic_dir(out, overwrite=args.force) as tmp:
-            student.save_pretrained(tmp / "student")
-            decoder.save_pretrained(tmp / "decoder")
-            (tmp / "report.json").write_text(json.dumps(rep, indent=2))
-            (tmp / "report.md").write_text(report_markdown(rep))
-        bar.update()
-    print(report_markdown(rep))
+    print(report_markdown(json.loads((out / "report.json").read_text())))
     print(f"wrote {out}/student, {out}/decoder, {out}/report.json, {out}/report.md")
     return 0
