@@ -17,6 +17,7 @@ from adcsr import __version__
 
 # (subcommand module) in the order `adcsr --help` lists them.
 COMMAND_MODULES: list[str] = [
+    "adcsr.pipeline",
     "adcsr.upscale",
     "adcsr.imagetools",
     "adcsr.bench",

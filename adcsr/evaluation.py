@@ -1,0 +1,188 @@
+"""The pipeline's last stage: measure teacher, student and artifacts on held-out photos, then
+hand every figure to `adcsr.report`.
+
+Held-out photos are cropped at their centre and degraded with the training degradation (fixed
+seed), so every model sees exactly the same LR inputs; all numbers are computed here, in this run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from adcsr.core.manifest import size_on_disk
+
+if TYPE_CHECKING:
+    from adcsr.pipeline import PipelineConfig
+    from adcsr.runner import StageContext
+
+# Paper figures, shown only in the report's clearly labelled "published" table.
+PUBLISHED = [
+    {"name": "AdcSR (paper, A100)", "params": 456e6, "macs": 495e9, "source": "AdcSR paper; 0.03 s on an A100"},
+    {"name": "OSEDiff (paper, A100)", "params": 1775e6, "macs": 2.12e12, "source": "OSEDiff/AdcSR papers; 0.105 s"},
+    {"name": "AdcSR W8A16 on SM8750 (paper)", "params": 456e6, "macs": None,
+     "source": "AdcSR App. D: 25× faster than OSEDiff on the Hexagon DSP, 0.4 GB storage"},
+]
+
+
+def heldout_pairs(count: int, lr_size: int, seed: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Centre crops of the first `count` held-out photos (HR) and their degraded LR versions."""
+    from adcsr.core.degradations import RealESRGANDegradation
+    from adcsr.core.photos import HELDOUT_PHOTOS, load_photo
+
+    names = list(HELDOUT_PHOTOS[:count])
+    size = 4 * lr_size
+    crops = []
+    for name in names:
+        img = load_photo(name)
+        top, left = (img.shape[1] - size) // 2, (img.shape[2] - size) // 2
+        crops.append(img[:, top:top + size, left:left + size])
+    hr = torch.stack(crops)
+    lr = RealESRGANDegradation()(hr, torch.Generator().manual_seed(seed))
+    return names, lr, hr
+
+
+def quality(sr: torch.Tensor, hr: torch.Tensor, weights: dict[str, str]) -> dict[str, float]:
+    from adcsr.core.metrics import evaluate
+
+    scores = evaluate(sr, hr, ["psnr_y", "ssim_y", "niqe"])
+    out = {"psnr": scores["psnr_y"], "ssim": scores["ssim_y"], "niqe": scores["niqe"]}
+    if weights:
+        out["learned"] = evaluate(sr, hr, list(weights), weights=weights)
+    return out
+
+
+def _save_png(img: torch.Tensor, path: Path) -> str:
+    from adcsr.core.imaging import write_image
+
+    write_image(img, path, force=True)
+    return path.name
+
+
+def _curves(ctx: StageContext) -> dict[str, dict[str, list[float]]]:
+    """Held-out evaluation series of each training stage, from its metrics.json."""
+    curves = {}
+    for stage in ("stage1", "stage2"):
+        key = f"{stage}.metrics"
+        if key not in ctx.inputs or not ctx.input(key).is_file():
+            continue
+        history = json.loads(ctx.input(key).read_text()).get("eval", [])
+        series: dict[str, list[float]] = {"step": [h["step"] for h in history]}
+        for name in sorted({k for h in history for k in h if k != "step"}):
+            values = [h.get(name) for h in history]
+            if all(isinstance(v, (int, float)) and v > 0 for v in values):
+                series[name] = values
+        curves[stage] = series
+    return curves
+
+
+def _artifacts(ctx: StageContext) -> list[dict[str, Any]]:
+    """One row per exported file, from the manifests the export stage verified and wrote."""
+    rows = []
+    for key, folder in sorted(ctx.inputs.items()):
+        if not key.startswith("export."):
+            continue
+        manifest = json.loads((folder / "manifest.json").read_text())
+        coverage = (manifest.get("htp_coverage") or {}).get("htp_fraction")
+        for a in manifest.get("artifacts", []):
+            parity = a.get("psnr_db", a.get("psnr_db_htp_emulator"))
+            if a.get("kind", "").endswith(("_bin", "_weights")):
+                continue
+            scheme = "W8A16" if "w8a16" in a["file"] or a.get("kind") in ("qnn_context", "qnn_16a8w") else "fp32"
+            rows.append({"name": a["file"], "target": manifest.get("target"), "scheme": scheme,
+                         "size_bytes": size_on_disk(folder / a["file"]) + sum(
+                             size_on_disk(folder / b["file"]) for b in manifest["artifacts"]
+                             if b.get("kind") == "qnn_context_bin" and a.get("kind") == "qnn_context"),
+                         "parity_psnr_db": parity, "htp_coverage": coverage if a.get("kind") == "qnn_context" else None})
+    return rows
+
+
+def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
+    from adcsr.bench import run_bench
+    from adcsr.core.models.student import AdcSRStudent
+    from adcsr.core.models.teachers import get_teacher
+    from adcsr.export.runtime import load_artifact
+    from adcsr.report import write_report
+
+    rc = cfg.report
+    out = ctx.dir / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    names, lr, hr = heldout_pairs(rc.photos, rc.lr_size, cfg.seed)
+
+    teacher_name = cfg.stage2.get("teacher", "realesrgan-compact")
+    teacher_options = cfg.stage2.get("teacher_options", {})
+    teacher = get_teacher(teacher_name, **teacher_options)
+    student_dir = ctx.input("stage2.student")
+    student = AdcSRStudent.from_pretrained(student_dir).eval()
+    w8a16 = load_artifact(ctx.input("export.qnn")) if "export.qnn" in ctx.inputs else None
+
+    outputs: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "LR bicubic": lambda x: F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1),
+        f"teacher ({teacher.name})": teacher.upscale,
+        "student fp32": lambda x: student(x),
+    }
+    if w8a16 is not None:
+        outputs["student W8A16 (HTP emulator)"] = w8a16
+    with torch.no_grad():
+        srs = {label: fn(lr) for label, fn in outputs.items()}
+
+    crops = []
+    for i, name in enumerate(names):
+        panels = [(label, _save_png(sr[i], out / f"{name}_{k}.png")) for k, (label, sr) in enumerate(srs.items())]
+        panels.append(("HR", _save_png(hr[i], out / f"{name}_hr.png")))
+        crops.append({"photo": name, "panels": panels})
+
+    bench = None
+    if not teacher_options:  # the bench rebuilds models from spec strings, which carry no loader options
+        bench = run_bench(teacher_name, f"student:{student_dir}", lr_size=128, repeats=rc.bench_repeats,
+                          backends=("torch",), memory=False, cuda=False)
+    rows_by_role = {}
+    if bench:
+        for row in bench["rows"]:
+            rows_by_role["teacher" if row["model"] == bench["teacher"] else "student"] = row
+
+    teacher_files = [Path(p) for p in teacher.describe().get("weights", [])]
+    models = []
+    for label, sr in srs.items():
+        role = "teacher" if label.startswith("teacher") else "student" if label.startswith("student") else None
+        row = {"name": label, **quality(sr, hr, rc.metric_weights)}
+        if role in rows_by_role:
+            b = rows_by_role[role]
+            row.update(params=b["params"], macs=b["macs"])
+            if label in (f"teacher ({teacher.name})", "student fp32"):
+                row["latency_ms"] = b["median_ms"]
+        if label == "student fp32":
+            row["size_bytes"] = size_on_disk(student_dir)
+        elif role == "teacher" and teacher_files and all(p.exists() for p in teacher_files):
+            row["size_bytes"] = sum(size_on_disk(p) for p in teacher_files)
+        models.append(row)
+
+    notes = [
+        f"Held-out photos {', '.join(names)}: centre crops {4 * rc.lr_size}² degraded with the training "
+        f"degradation (seed {cfg.seed}); PSNR/SSIM on Y with a 4-pixel border; NIQE on the SR image.",
+        f"Teacher: {json.dumps(teacher.describe(), default=str)}.",
+    ]
+    if bench:
+        notes.append(f"Latency: median of {bench['repeats']} interleaved runs, 128² → 512², PyTorch on "
+                     f"{bench['threads']} CPU threads; student speed-up {bench['student_speedup']['torch']:.2f}×.")
+    if not cfg.sd_folder:
+        notes.append("No SD weights were given: the frozen encoder is the run's own small autoencoder (stage 0) "
+                     f"and the compressed UNet started from the randomly initialised `{cfg.preset}` preset.")
+    results = {
+        "title": "adcsr-mobile pipeline report",
+        "subtitle": f"run folder {cfg.run_dir} · student {student_dir}",
+        "models": models,
+        "artifacts": _artifacts(ctx),
+        "published": PUBLISHED,
+        "crops": crops,
+        "curves": _curves(ctx),
+        "notes": notes,
+    }
+    from adcsr.core.atomic import atomic_write_text
+
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    return write_report(results, out)

@@ -1,0 +1,265 @@
+"""`adcsr pipeline [CONFIG]`: teacher → compressed student → stage 1 → stage 2 → W8A16 + exports
+→ verified artifacts → report, one folder per stage, resumable.
+
+This module only composes the stages' public functions; each stage's own config section is passed
+through to that stage's config class (validated there, and once up front).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from adcsr.core.config import load_config, path_field, save_config
+from adcsr.core.errors import UserError
+from adcsr.runner import Pipeline, Stage, StageContext, StageFailed
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "pipeline.yaml"
+
+
+@dataclass
+class CompressSettings:
+    unet_ratio: float = 0.25
+    decoder_ratio: float = 0.5
+    criterion: Literal["first", "magnitude", "taylor"] = "first"
+    calibration: int = 4  # photo crops for the taylor criterion
+    lr_size: int = 128  # LR side the compression report counts MACs at
+
+
+@dataclass
+class ExportSettings:
+    targets: list[str] = field(default_factory=lambda: ["qnn", "executorch", "coreml"])
+    options: dict[str, Any] = field(default_factory=dict)  # adcsr.export.config.ExportConfig fields
+
+
+@dataclass
+class ReportSettings:
+    photos: int = 3  # held-out photos evaluated and shown
+    lr_size: int = 64  # side of the held-out LR crops the metrics and pictures use
+    bench_repeats: int = 3
+    metric_weights: dict[str, str] = field(default_factory=dict)  # learned metric name → local weights file
+
+
+@dataclass
+class PipelineConfig:
+    run_dir: str = "runs/default"
+    seed: int = 0
+    # An SD2.1-base diffusers folder (unet/, vae/): its UNet is compressed and its VAE encoder is the
+    # frozen encoder. Without one, the `preset` UNet (random weights) is compressed and a small
+    # autoencoder is trained first (stage 0) to play the SD VAE's role.
+    sd_folder: Optional[str] = path_field()
+    preset: Literal["tiny", "sd21"] = "tiny"
+    compress: CompressSettings = field(default_factory=CompressSettings)
+    stage0: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage0.Stage0Config fields
+    stage1: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage1.Stage1Config fields
+    stage2: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage2.Stage2Config fields
+    export: ExportSettings = field(default_factory=ExportSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+
+
+def load_pipeline_config(source: str | Path | dict | None = None) -> PipelineConfig:
+    """The embedded default when `source` is None; otherwise a YAML path or dict over the defaults."""
+    from adcsr.core.config import read_yaml
+
+    data = read_yaml(DEFAULT_CONFIG)
+    if source is not None:
+        override = source if isinstance(source, dict) else read_yaml(source)
+        for key, value in override.items():
+            if isinstance(value, dict) and isinstance(data.get(key), dict):
+                data[key] = _merge(data[key], value)
+            else:
+                data[key] = value
+    cfg = load_config(PipelineConfig, data)
+    _validate_sections(cfg)
+    return cfg
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _validate_sections(cfg: PipelineConfig) -> None:
+    """Check every stage's section against its own config class before anything runs."""
+    from adcsr.distill.stage0 import Stage0Config
+    from adcsr.distill.stage1 import Stage1Config
+    from adcsr.distill.stage2 import Stage2Config
+    from adcsr.export.config import ExportConfig
+    from adcsr.export.targets import TARGETS
+
+    for name, cls in (("stage0", Stage0Config), ("stage1", Stage1Config), ("stage2", Stage2Config)):
+        section = getattr(cfg, name)
+        try:
+            load_config(cls, section)
+        except UserError as e:
+            raise UserError(f"pipeline config, {name}: {e}") from None
+        if "run_dir" in section:
+            raise UserError(f"pipeline config, {name}: run_dir is set by the pipeline (remove it)")
+    try:
+        load_config(ExportConfig, cfg.export.options)
+    except UserError as e:
+        raise UserError(f"pipeline config, export.options: {e}") from None
+    bad = [t for t in cfg.export.targets if t not in TARGETS]
+    if bad or not cfg.export.targets:
+        raise UserError(f"pipeline config, export.targets: unknown target {bad[0] if bad else '(none)'!r} "
+                        f"(known: {', '.join(TARGETS)})")
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _encoder_vae(cfg: PipelineConfig, ctx: StageContext) -> str:
+    """The frozen encoder's AutoencoderKL folder: the SD VAE, or stage 0's autoencoder."""
+    return str(Path(cfg.sd_folder) / "vae") if cfg.sd_folder else str(ctx.input("autoencoder.vae"))
+
+
+def _train_dir(ctx: StageContext) -> str:
+    return str(ctx.dir / "train")
+
+
+def _stage_autoencoder(cfg: PipelineConfig):
+    def run(ctx: StageContext) -> dict[str, Path]:
+        from adcsr.distill.stage0 import train_autoencoder
+
+        out = train_autoencoder({**cfg.stage0, "run_dir": _train_dir(ctx)}, resume=ctx.resume)
+        return {"vae": out}
+
+    return run
+
+
+def _stage_compress(cfg: PipelineConfig):
+    def run(ctx: StageContext) -> dict[str, Path]:
+        from diffusers import AutoencoderKL
+
+        from adcsr.compress.api import compress_to_folder
+        from adcsr.compress.teacher import load_teacher
+
+        unet, vae = load_teacher(cfg.sd_folder or cfg.preset, seed=cfg.seed)
+        if not cfg.sd_folder:
+            vae = AutoencoderKL.from_pretrained(ctx.input("autoencoder.vae"))
+        out = compress_to_folder(
+            unet, vae, ctx.dir / "out", unet_ratio=cfg.compress.unet_ratio,
+            decoder_ratio=cfg.compress.decoder_ratio, criterion=cfg.compress.criterion,
+            calibration=cfg.compress.calibration, lr_size=cfg.compress.lr_size,
+            teacher=cfg.sd_folder or cfg.preset, text_config=None, seed=cfg.seed, overwrite=True,
+        )
+        return {"student": out / "student", "decoder": out / "decoder", "report": out / "report.json"}
+
+    return run
+
+
+def _stage_decoder(cfg: PipelineConfig):
+    def run(ctx: StageContext) -> dict[str, Path]:
+        from adcsr.distill.stage1 import pretrain_decoder
+
+        out = pretrain_decoder({**cfg.stage1, "vae": _encoder_vae(cfg, ctx), "run_dir": _train_dir(ctx)},
+                               resume=ctx.resume)
+        return {"decoder": out, "metrics": ctx.dir / "train" / "metrics.json"}
+
+    return run
+
+
+def _stage_distill(cfg: PipelineConfig):
+    def run(ctx: StageContext) -> dict[str, Path]:
+        from adcsr.distill.stage2 import distill
+
+        section = {**cfg.stage2, "vae": _encoder_vae(cfg, ctx), "decoder": str(ctx.input("stage1.decoder")),
+                   "student": str(ctx.input("compress.student")), "run_dir": _train_dir(ctx)}
+        out = distill(section, resume=ctx.resume)
+        return {"student": out, "metrics": ctx.dir / "train" / "metrics.json"}
+
+    return run
+
+
+def _stage_export(cfg: PipelineConfig):
+    def run(ctx: StageContext) -> dict[str, Path]:
+        from adcsr.export.config import load_export_config
+        from adcsr.export.targets import export
+
+        out = ctx.dir / "artifacts"
+        shutil.rmtree(out, ignore_errors=True)  # a rerun rebuilds every artifact
+        results = export(ctx.input("stage2.student"), out, list(cfg.export.targets),
+                         load_export_config(None, **cfg.export.options), force=True)
+        # each target reports the folders it wrote (e.g. qnn: onnx/ and qnn-SM8750/)
+        return {key: Path(value) for result in results.values() for key, value in result.items()
+                if isinstance(value, str) and Path(value).is_dir()}
+
+    return run
+
+
+def _stage_report(cfg: PipelineConfig):
+    def run(ctx: StageContext) -> dict[str, Path]:
+        from adcsr.evaluation import build_report
+
+        md, html = build_report(cfg, ctx)
+        return {"markdown": md, "html": html}
+
+    return run
+
+
+def build_pipeline(cfg: PipelineConfig) -> Pipeline:
+    """The stage chain for `cfg`; stage 0 only when no SD folder is given."""
+    common = {"seed": cfg.seed, "sd_folder": cfg.sd_folder, "preset": cfg.preset}
+    stages: list[Stage] = []
+    sd = (Path(cfg.sd_folder),) if cfg.sd_folder else ()
+    if not cfg.sd_folder:
+        stages.append(Stage("autoencoder", _stage_autoencoder(cfg), settings={**common, **cfg.stage0}))
+    first = () if cfg.sd_folder else ("autoencoder",)
+    stages += [
+        Stage("compress", _stage_compress(cfg), settings={**common, **vars(cfg.compress)}, needs=first,
+              external_inputs=sd),
+        Stage("stage1", _stage_decoder(cfg), settings={**common, **cfg.stage1}, needs=first, external_inputs=sd),
+        Stage("stage2", _stage_distill(cfg), settings={**common, **cfg.stage2},
+              needs=(*first, "compress", "stage1"), external_inputs=sd),
+        Stage("export", _stage_export(cfg), settings={"targets": cfg.export.targets, **cfg.export.options},
+              needs=("stage2",)),
+        Stage("report", _stage_report(cfg), settings={**common, **vars(cfg.report), "stage2": cfg.stage2},
+              needs=(*first, "compress", "stage1", "stage2", "export")),
+    ]
+    return Pipeline(cfg.run_dir, stages)
+
+
+def run_pipeline(cfg: PipelineConfig, start: str | None = None, only: str | None = None,
+                 log=print) -> dict[str, Any]:
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "pipeline.yaml")
+    return build_pipeline(cfg).run(start=start, only=only, log=log)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pipeline", help="teacher → student → stage 1 → stage 2 → W8A16 exports → verified report",
+        description=__doc__ + "\nWith no CONFIG: the embedded default (offline, tiny student, real photos, "
+        "Real-ESRGAN teacher).", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="pipeline YAML (sections override the embedded default)")
+    p.add_argument("--run-dir", help="run folder (overrides the config's run_dir)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--from", dest="start", metavar="STAGE", help="rerun from this stage on")
+    group.add_argument("--only", metavar="STAGE", help="rerun only this stage (its inputs must exist)")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = load_pipeline_config(args.config)
+    if args.run_dir:
+        cfg.run_dir = args.run_dir
+    start = time.perf_counter()
+    try:
+        manifests = run_pipeline(cfg, start=args.start, only=args.only)
+    except StageFailed as e:
+        print(f"adcsr pipeline: error: {e} (earlier stages are kept in {cfg.run_dir})", file=sys.stderr)
+        return 2 if isinstance(e.cause, UserError) else 1
+    minutes = (time.perf_counter() - start) / 60
+    print(f"pipeline finished in {minutes:.1f} min")
+    if "report" in manifests:
+        print(f"report: {Path(cfg.run_dir) / 'report' / manifests['report']['outputs']['html']['path']}")
+    return 0

@@ -1,0 +1,112 @@
+"""The main job end to end on a CI-sized config: every stage, every artifact verified, the report,
+resume without recomputation, and a failing stage that leaves earlier stages intact."""
+
+import json
+
+import pytest
+
+from adcsr.cli import main
+from adcsr.pipeline import load_pipeline_config, run_pipeline
+from adcsr.runner import StageFailed
+
+CI = {
+    "stage0": {"trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
+               "data": {"hr_size": 64}},
+    "stage1": {"adv_start": 10, "trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
+               "data": {"hr_size": 64}},
+    "stage2": {"trainer": {"steps": 10, "batch_size": 2, "checkpoint_every": 5, "eval_every": 5},
+               "data": {"hr_size": 64}},
+    "export": {"options": {"tile": 32, "calibration_count": 4, "eval_count": 2}},
+    "report": {"photos": 2, "lr_size": 48, "bench_repeats": 1},
+}
+STAGES = ["autoencoder", "compress", "stage1", "stage2", "export", "report"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    cfg = load_pipeline_config({**CI, "run_dir": str(run_dir)})
+    logs = []
+    manifests = run_pipeline(cfg, log=logs.append)
+    return cfg, run_dir, manifests, logs
+
+
+def _manifest(run_dir, stage):
+    return json.loads((run_dir / stage / "manifest.json").read_text())
+
+
+def test_every_stage_ran_and_recorded_its_outputs(run):
+    _, run_dir, manifests, logs = run
+    assert list(manifests) == STAGES
+    assert [m for m in logs if m.endswith("running")] == [f"[{s}] running" for s in STAGES]
+    for stage in STAGES:
+        m = _manifest(run_dir, stage)
+        assert m["outputs"], stage
+        for out in m["outputs"].values():
+            assert (run_dir / stage / out["path"]).exists()
+    # stage 2 read exactly what compress and stage 1 wrote
+    inputs = _manifest(run_dir, "stage2")["inputs"]
+    assert inputs["compress.student"]["sha256"] == _manifest(run_dir, "compress")["outputs"]["student"]["sha256"]
+    assert inputs["stage1.decoder"]["sha256"] == _manifest(run_dir, "stage1")["outputs"]["decoder"]["sha256"]
+
+
+def test_artifacts_are_verified_with_full_htp_coverage(run):
+    _, run_dir, _, _ = run
+    outputs = _manifest(run_dir, "export")["outputs"]
+    assert {"qnn", "executorch", "coreml"} <= set(outputs)
+    qnn = json.loads((run_dir / "export" / outputs["qnn"]["path"] / "manifest.json").read_text())
+    assert qnn["soc"] == "SM8750" and qnn["htp_coverage"]["htp_fraction"] == 1.0
+    ctx = next(a for a in qnn["artifacts"] if a["kind"] == "qnn_context")
+    assert ctx["psnr_db_htp_emulator"] >= 40.0
+    pte = json.loads((run_dir / "export" / outputs["executorch"]["path"] / "manifest.json").read_text())
+    assert pte["artifacts"][0]["psnr_db"] >= 60.0
+
+
+def test_report_shows_teacher_student_and_artifacts(run):
+    _, run_dir, _, _ = run
+    results = json.loads((run_dir / "report" / "out" / "results.json").read_text())
+    names = [m["name"] for m in results["models"]]
+    assert names[:3] == ["LR bicubic", "teacher (realesrgan-compact)", "student fp32"]
+    assert "student W8A16 (HTP emulator)" in names
+    student = next(m for m in results["models"] if m["name"] == "student fp32")
+    assert student["latency_ms"] > 0 and student["params"] > 0 and 10 < student["psnr"] < 60
+    assert any(a["htp_coverage"] == 1.0 for a in results["artifacts"])
+    html = (run_dir / "report" / "out" / "report.html").read_text()
+    assert "student W8A16 (HTP emulator)" in html and "bubble.png" in html
+    assert (run_dir / "report" / "out" / "bubble.png").stat().st_size > 1000
+
+
+def test_second_run_resumes_without_recomputing(run):
+    cfg, run_dir, _, _ = run
+    before = {s: (run_dir / s / "manifest.json").stat().st_mtime_ns for s in STAGES}
+    logs = []
+    run_pipeline(cfg, log=logs.append)
+    assert logs == [f"[{s}] up to date, skipped" for s in STAGES]
+    assert before == {s: (run_dir / s / "manifest.json").stat().st_mtime_ns for s in STAGES}
+
+
+def test_failing_stage_stops_with_one_line_and_keeps_earlier_stages(run, tmp_path, capsys):
+    cfg, run_dir, _, _ = run
+    earlier = {s: (run_dir / s / "manifest.json").read_text() for s in STAGES[:4]}
+    bad = {**CI, "run_dir": str(run_dir), "export": {"options": {**CI["export"]["options"], "tile": 24}}}
+    with pytest.raises(StageFailed, match=r"^stage 'export' failed: --tile must be a positive multiple of 16"):
+        run_pipeline(load_pipeline_config(bad), log=lambda m: None)
+    assert earlier == {s: (run_dir / s / "manifest.json").read_text() for s in STAGES[:4]}
+    assert not (run_dir / "export" / "manifest.json").exists()
+    assert not (run_dir / "export" / "artifacts").exists()
+    # through the CLI: one line naming the stage, exit code 2 (bad input), no traceback
+    cfg_file = tmp_path / "bad.yaml"
+    import yaml
+
+    cfg_file.write_text(yaml.safe_dump(bad))
+    assert main(["pipeline", str(cfg_file), "--only", "export"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage 'export' failed" in err[0] and "Traceback" not in err[0]
+
+
+def test_bad_pipeline_config_is_one_line(tmp_path, capsys):
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text("stage2:\n  teacher_optionz: {}\n")
+    assert main(["pipeline", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage2" in err[0] and "teacher_optionz" in err[0]
