@@ -8,27 +8,14 @@ import pytest
 from adcsr.cli import main
 from adcsr.pipeline import load_pipeline_config, run_pipeline
 from adcsr.runner import StageFailed
+from conftest import CI_PIPELINE as CI
 
-CI = {
-    "stage0": {"trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
-               "data": {"hr_size": 64}},
-    "stage1": {"adv_start": 10, "trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
-               "data": {"hr_size": 64}},
-    "stage2": {"trainer": {"steps": 10, "batch_size": 2, "checkpoint_every": 5, "eval_every": 5},
-               "data": {"hr_size": 64}},
-    "export": {"options": {"tile": 32, "calibration_count": 4, "eval_count": 2}},
-    "report": {"photos": 2, "lr_size": 48, "bench_repeats": 1},
-}
 STAGES = ["autoencoder", "compress", "stage1", "stage2", "export", "report"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
-    cfg = load_pipeline_config({**CI, "run_dir": str(run_dir)})
-    logs = []
-    manifests = run_pipeline(cfg, log=logs.append)
-    return cfg, run_dir, manifests, logs
+def run(pipeline_run):
+    return pipeline_run
 
 
 def _manifest(run_dir, stage):

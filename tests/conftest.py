@@ -1,0 +1,27 @@
+"""Shared fixtures. The CI-sized pipeline run is made once per test session: the pipeline's own
+tests and the tests of `adcsr upscale` on exported artifacts both read it."""
+
+import pytest
+
+CI_PIPELINE = {
+    "stage0": {"trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
+               "data": {"hr_size": 64}},
+    "stage1": {"adv_start": 10, "trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
+               "data": {"hr_size": 64}},
+    "stage2": {"trainer": {"steps": 10, "batch_size": 2, "checkpoint_every": 5, "eval_every": 5},
+               "data": {"hr_size": 64}},
+    "export": {"options": {"tile": 32, "calibration_count": 4, "eval_count": 2}},
+    "report": {"photos": 2, "lr_size": 48, "bench_repeats": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """(config, run folder, stage manifests, log lines) of one CI-sized `adcsr pipeline` run."""
+    from adcsr.pipeline import load_pipeline_config, run_pipeline
+
+    run_dir = tmp_path_factory.mktemp("pipeline") / "run"
+    cfg = load_pipeline_config({**CI_PIPELINE, "run_dir": str(run_dir)})
+    logs: list[str] = []
+    manifests = run_pipeline(cfg, log=logs.append)
+    return cfg, run_dir, manifests, logs
