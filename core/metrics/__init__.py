@@ -7,55 +7,36 @@ randomly initialised network (tests, conversions), `save_weights(model, path)` w
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 
 from ..errors import UserError
 from .base import LearnedMetric
+from .dists import DISTS, EADISTS
+from .fid import FID
 from .fidelity import psnr_y, rgb_to_y, ssim_y
+from .lpips import LPIPS
+from .lpips import fetch_hint as lpips_fetch
 from .niqe import niqe
-from .weights import WeightsArg, load_weights, save_weights
+from .weights import WeightsArg, load_weights, require_file, save_weights, weight_paths
 
 
-def _lpips_vgg() -> LearnedMetric:
-    from .lpips import LPIPS
+@dataclass(frozen=True)
+class MetricSpec:
+    """A learned metric: how to build its (randomly initialised) network and what weights it needs."""
 
-    return LPIPS("vgg")
-
-
-def _lpips_alex() -> LearnedMetric:
-    from .lpips import LPIPS
-
-    return LPIPS("alex")
+    build: Callable[[], LearnedMetric]
+    fetch: str
 
 
-def _dists() -> LearnedMetric:
-    from .dists import DISTS
-
-    return DISTS()
-
-
-def _ea_dists() -> LearnedMetric:
-    from .dists import EADISTS
-
-    return EADISTS()
-
-
-def _fid() -> LearnedMetric:
-    from .fid import FID
-
-    return FID()
-
-
-# Learned metrics by name → factory of the (randomly initialised) network.
-METRICS: dict[str, Callable[[], LearnedMetric]] = {
-    "lpips": _lpips_vgg,
-    "lpips-alex": _lpips_alex,
-    "dists": _dists,
-    "ea-dists": _ea_dists,
-    "fid": _fid,
+METRICS: dict[str, MetricSpec] = {
+    "lpips": MetricSpec(lambda: LPIPS("vgg"), lpips_fetch("vgg")),
+    "lpips-alex": MetricSpec(lambda: LPIPS("alex"), lpips_fetch("alex")),
+    "dists": MetricSpec(DISTS, DISTS.fetch),
+    "ea-dists": MetricSpec(EADISTS, EADISTS.fetch),
+    "fid": MetricSpec(FID, FID.fetch),
 }
 # Metrics that need no weights: name → (callable, takes a reference image).
 FIXED_METRICS: dict[str, tuple[Callable, bool]] = {
@@ -69,11 +50,16 @@ def build_metric(name: str) -> LearnedMetric:
     """The network of a learned metric with random weights (to be filled by `load_weights`)."""
     if name not in METRICS:
         raise UserError(f"unknown learned metric '{name}' (choose from {', '.join(METRICS)})")
-    return METRICS[name]()
+    return METRICS[name].build()
 
 
 def load_metric(name: str, weights: WeightsArg | None = None) -> LearnedMetric:
     """A frozen, eval-mode learned metric with weights from the given local file(s)."""
+    if name in METRICS:  # file checks first: building a network takes a while
+        if not weights:
+            raise UserError(f"{name} needs weights from a local file: {METRICS[name].fetch}")
+        for path in weight_paths(weights):
+            require_file(path, METRICS[name].fetch)
     model = build_metric(name)
     return load_weights(model, weights, fetch=model.fetch, ignore=model.ignore_keys)
 
@@ -98,15 +84,12 @@ def evaluate(
             fn, needs_ref = FIXED_METRICS[name]
             if needs_ref and hr is None:
                 raise UserError(f"{name} needs reference (HR) images")
-            kw = {"crop_border": crop_border}
-            val = fn(sr, hr, **kw) if needs_ref else fn(sr)
+            val = fn(sr, hr, crop_border=crop_border) if needs_ref else fn(sr)
             out[name] = float(torch.as_tensor(val).double().mean())
         elif name in METRICS:
             if hr is None:
                 raise UserError(f"{name} needs reference (HR) images")
-            if name not in weights:
-                raise UserError(f"{name} needs a weights file: {build_metric(name).fetch}")
-            model = load_metric(name, weights[name])
+            model = load_metric(name, weights.get(name))
             with torch.no_grad():
                 out[name] = float(model(sr, hr))
         else:
@@ -115,6 +98,6 @@ def evaluate(
 
 
 __all__ = [
-    "METRICS", "FIXED_METRICS", "LearnedMetric", "build_metric", "evaluate", "load_metric", "load_weights",
+    "METRICS", "MetricSpec", "FIXED_METRICS", "LearnedMetric", "build_metric", "evaluate", "load_metric", "load_weights",
     "lpips_model", "niqe", "psnr_y", "rgb_to_y", "save_weights", "ssim_y",
 ]

@@ -37,6 +37,14 @@ class _Head(nn.Module):
         return self.model(x)
 
 
+def fetch_hint(net: str) -> str:
+    """What to download for LPIPS with the `net` backbone."""
+    return (
+        f"pass torchvision's {net} backbone ({_NETS[net][3]}) and the LPIPS heads "
+        f"({_LPIPS_URL.format(net)}), or one .safetensors saved by adcsr.core.metrics.save_weights"
+    )
+
+
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x / (x.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
 
@@ -47,12 +55,9 @@ class LPIPS(LearnedMetric):
 
     def __init__(self, net: str = "vgg"):
         super().__init__()
-        factory, taps, channels, backbone_url = _NETS[net]
+        factory, taps, channels, _ = _NETS[net]
         self.name = f"lpips-{net}" if net != "vgg" else "lpips"
-        self.fetch = (
-            f"pass torchvision's {net} backbone ({backbone_url}) and the LPIPS heads "
-            f"({_LPIPS_URL.format(net)}), or one .safetensors saved by adcsr.core.metrics.save_weights"
-        )
+        self.fetch = fetch_hint(net)
         self.features = factory()[: taps[-1] + 1]
         self.taps = taps
         for i, c in enumerate(channels):

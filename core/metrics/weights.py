@@ -22,7 +22,7 @@ from ..errors import UserError
 WeightsArg = str | os.PathLike | Sequence[str | os.PathLike]
 
 
-def _paths(weights: WeightsArg | None) -> list[Path]:
+def weight_paths(weights: WeightsArg | None) -> list[Path]:
     if weights is None:
         return []
     if isinstance(weights, (str, os.PathLike)):
@@ -30,11 +30,15 @@ def _paths(weights: WeightsArg | None) -> list[Path]:
     return [Path(p) for p in weights]
 
 
+def require_file(path: Path, fetch: str) -> None:
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found: {fetch}")
+
+
 def read_state_dict(path: str | os.PathLike, fetch: str) -> dict[str, torch.Tensor]:
     """Tensors of one weights file (safetensors or a tensors-only torch pickle)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"weights file {path} not found: {fetch}")
+    require_file(path, fetch)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -63,7 +67,7 @@ def load_weights(
 
     `ignore`: key prefixes of published files that this module does not use (e.g. a classifier).
     """
-    paths = _paths(weights)
+    paths = weight_paths(weights)
     if not paths:
         raise UserError(f"{type(module).__name__} needs weights from a local file: {fetch}")
     state: dict[str, torch.Tensor] = {}
