@@ -143,7 +143,9 @@ def from_teacher(unet, vae, ratios: Ratios = Ratios(), criterion: str = "first",
     vcfg = vae.config
     groups_n = vcfg.norm_num_groups
 
-    dec_full = _full_decoder(vae)
+    device = torch.device(next(unet.parameters()).device)  # "meta": shapes only, for counting
+    with device:
+        dec_full = _full_decoder(vae)
     if criterion == "taylor":
         sf = vcfg.scaling_factor
 
@@ -155,16 +157,18 @@ def from_teacher(unet, vae, ratios: Ratios = Ratios(), criterion: str = "first",
         _taylor_grads(dec_full, dec_loss, calibration)
     dgroups, mid = decoder_groups(dec_full.decoder, ratios.decoder, groups_n)
     dkeep = prune(dgroups, criterion)
-    dec = PrunedVAEDecoder(**PrunedVAEDecoder.config_from_vae(vcfg, ratios.decoder))
+    with device:
+        dec = PrunedVAEDecoder(**PrunedVAEDecoder.config_from_vae(vcfg, ratios.decoder))
+        full = AdcSRStudent(**student_config(unet.config, dec.config, 0.0))
     dec.load_state_dict(dec_full.state_dict())
 
-    full = AdcSRStudent(**student_config(unet.config, dec.config, 0.0))
     _fill_from_teacher(full, unet, dkeep[mid.name], mid.size)
     full.init_decoder_from(dec)
     if criterion == "taylor":
         _taylor_grads(full, lambda hr: (full.train()(_lr_of(hr)) - hr).abs().mean(), calibration)
     ugroups = unet_groups(full.unet, full.link, ratios.unet, lambda c: kept(c, ratios.unet))
     prune(ugroups, criterion)
-    student = AdcSRStudent(**student_config(unet.config, dec.config, ratios.unet))
+    with device:
+        student = AdcSRStudent(**student_config(unet.config, dec.config, ratios.unet))
     student.load_state_dict(full.state_dict())
     return Compressed(student.eval(), dec.eval())

@@ -195,3 +195,20 @@ def test_cli_writes_student_decoder_and_report(teacher, tmp_path, capsys):
     (folder / "vae" / "config.json").unlink()
     assert cli_main(["compress", "--teacher", str(folder), "--out", str(tmp_path / "y")]) == 2
     assert "no vae/config.json" in capsys.readouterr().err
+
+
+def test_full_size_compress_on_meta_gives_the_released_shapes():
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from adcsr.core.models.sd_configs import unet_config, vae_config
+
+    with torch.device("meta"):
+        unet, vae = UNet2DConditionModel(**unet_config("sd21")), AutoencoderKL(**vae_config("sd21"))
+    st, dec = from_teacher(unet, vae)  # `first` needs no values: shapes only
+    public = lambda m: {k: v for k, v in json.loads(m.to_json_string()).items() if not k.startswith("_")}  # noqa: E731
+    with torch.device("meta"):
+        assert public(st) == public(AdcSRStudent.from_preset("sd21"))
+    assert abs(count_params(st) - 456.07e6) / 456.07e6 < 0.002
+    assert tuple(dec.config.block_out_channels) == (64, 128, 256, 256)
+    odd = {(n.num_channels, n.num_groups) for n in st.unet.modules() if isinstance(n, torch.nn.GroupNorm) and n.num_groups != 32}
+    assert odd == {(240, 24), (720, 24)}  # the release's group rule: first of 32, 24, 16 … dividing C
