@@ -255,12 +255,18 @@ class OSEDiffTeacher(Teacher):
     @classmethod
     def from_preset(cls, preset: str = "tiny", seed: int = 0, prompt_embedding: str | None = None,
                     dtype: str = "fp32", device: str = "cpu") -> OSEDiffTeacher:
-        """SD-shaped random weights with non-zero LoRA (so LoRA paths are exercised), for tests."""
+        """SD-shaped random weights with non-zero LoRA (so LoRA paths are exercised).
+
+        `tiny` is for tests; `sd21` has the full-size architecture with random weights, for
+        latency and memory benchmarks (its outputs mean nothing)."""
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
+        from ..sd_configs import PRESETS
+
         _check_precision(dtype, device)
-        if preset != "tiny":
-            raise UserError(f"osediff preset {preset!r} has no weights here; load sd_folder + checkpoint instead")
+        if preset not in PRESETS:
+            raise UserError(f"unknown osediff preset {preset!r} (known: {', '.join(PRESETS)}); "
+                            "real weights: load sd_folder + checkpoint instead")
         emb, source = _prompt_embeds(None, None, prompt_embedding, unet_config(preset)["cross_attention_dim"])
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_config(preset))
