@@ -20,6 +20,7 @@ from adcsr.compress.teacher import load_teacher
 from adcsr.core.errors import UserError
 from adcsr.core.models.macs import count_macs, count_params
 from adcsr.core.models.student import AdcSRStudent, SelfAttnTransformer
+from adcsr.core.photos import hr_crops
 
 torch.set_num_threads(1)
 _CACHE: dict = {}
@@ -32,7 +33,8 @@ def teacher():
 
 def compressed(teacher, criterion):
     if criterion not in _CACHE:
-        _CACHE[criterion] = from_teacher(*teacher, Ratios(), criterion)
+        calib = hr_crops("train", 64, 2, seed=0) if criterion == "taylor" else None  # real photos
+        _CACHE[criterion] = from_teacher(*teacher, Ratios(), criterion, calib)
     return _CACHE[criterion]
 
 
