@@ -114,12 +114,10 @@ class Trainer:
 
         self.cfg, self.run_dir, self.name = cfg, Path(run_dir), name
         cpu = cfg.cpu or not torch.cuda.is_available()
-        self.acc = Accelerator(cpu=cpu, mixed_precision="no" if cpu and cfg.mixed_precision == "fp16"
-                               else cfg.mixed_precision)
+        # AMP only on CUDA: CPU runs stay fp32 (and bit-reproducible)
+        self.acc = Accelerator(cpu=cpu, mixed_precision="no" if cpu else cfg.mixed_precision)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.micro = check_batch(cfg, self.world)
-        if cfg.deterministic and cpu:
-            torch.use_deterministic_algorithms(True, warn_only=True)
         seed_everything(cfg.seed)  # identical initial weights on every process
         self.task = build_task()
         seed_everything(cfg.seed + 1000 * self.rank)
@@ -275,6 +273,16 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to `cfg.steps`; with `resume`, continue from the newest good checkpoint."""
+        cfg = self.cfg
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            return self._fit(resume)
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm.auto import tqdm
 

@@ -28,7 +28,7 @@ def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("chain")
     ae = train_autoencoder(dict(run_dir=str(root / "s0"), lr=2e-3,
                                 trainer=dict(TRAINER, steps=40, eval_every=40)))
-    dec = pretrain_decoder(dict(run_dir=str(root / "s1"), vae=str(ae), lr=2e-3, disc_lr=2e-4, adv_start=30,
+    dec = pretrain_decoder(dict(run_dir=str(root / "s1"), vae=str(ae), lr=1e-3, disc_lr=2e-4, adv_start=30, adv_weight=0.1,
                                 perceptual_weight=0.1, disc_channels=32,
                                 trainer=dict(TRAINER, steps=40, eval_every=20)))
     st = distill(dict(run_dir=str(root / "s2"), vae=str(ae), decoder=str(dec), lr=5e-4, disc_lr=1e-4,
