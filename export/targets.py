@@ -92,13 +92,14 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
         pre = w8a16.preprocess(fp32, tmp_onnx / "student_fp32_qnnprep.onnx")
         calib = calibration.lr_tiles("train", cfg.tile, cfg.calibration_count, cfg.seed)
         qdq = tmp_onnx / "student_w8a16.onnx"
+        cache = w8a16.calibrate(pre, calib.numpy(), tmp_onnx / "calibration_ranges.json")
         keep, sensitivity = list(cfg.keep_16bit), []
         if cfg.target_psnr is not None:
             sensitivity = w8a16.layer_sensitivity(model, ctx.eval_lr)
         steps.update()
         tries = []
         while True:
-            quant = w8a16.quantize_w8a16(pre, qdq, calib.numpy(), keep)
+            quant = w8a16.quantize_w8a16(pre, qdq, cache, keep)
             w8_psnr = ctx.parity(_htp(qdq, soc))
             tries.append({"kept_16bit": list(keep), "psnr_db": w8_psnr})
             if cfg.target_psnr is None or w8_psnr >= cfg.target_psnr:
@@ -120,8 +121,8 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
                       {"file": qdq.name, "kind": "w8a16_qdq", "psnr_db_htp_emulator": w8_psnr}]
         if Path(str(fp32) + ".data").exists():
             onnx_files.insert(1, {"file": fp32.name + ".data", "kind": "fp32_weights"})
-        pre.unlink()
-        Path(str(pre) + ".data").unlink(missing_ok=True)
+        for scratch in (pre, Path(str(pre) + ".data"), cache):
+            scratch.unlink(missing_ok=True)
         ctx.manifest(tmp_onnx, "onnx", onnx_files, soc=soc.name, quantization=quant_info)
         bins = sorted(p.name for p in tmp_qnn.iterdir() if p.suffix == ".bin")
         ctx.manifest(tmp_qnn, "qnn_context_binary", [{"file": ctx_model.name, "kind": "qnn_context", "psnr_db_htp_emulator": ctx_psnr}]

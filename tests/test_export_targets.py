@@ -21,6 +21,7 @@ from adcsr.core.errors import UserError
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.core.photos import hr_crops
 from adcsr.export import qnn, w8a16
+from adcsr.export.calibration import lr_tiles
 from adcsr.export.config import ExportConfig
 from adcsr.export.deploy import example_input
 from adcsr.export.onnx_export import export_onnx
@@ -109,13 +110,14 @@ def test_mixed_precision_moves_a_chosen_layer_to_16_bit_and_improves_parity(ctx,
     assert ranking[0][1] < ranking[-1][1]
     fp32 = export_onnx(model, TILE, tmp_path / "m.onnx")
     pre = w8a16.preprocess(fp32, tmp_path / "pre.onnx")
-    calib = np.asarray(__import__("adcsr.export.calibration", fromlist=["x"]).lr_tiles("train", TILE, 4))
+    calib = lr_tiles("train", TILE, 4).numpy()
     soc = qnn.get_soc("SM8750")
     worst = [name for name, _ in ranking[:3]]
+    cache = w8a16.calibrate(pre, calib, tmp_path / "ranges.json")
     figures = {}
     for keep in ([], worst):
         q = tmp_path / f"q{len(keep)}.onnx"
-        info = w8a16.quantize_w8a16(pre, q, calib, keep)
+        info = w8a16.quantize_w8a16(pre, q, cache, keep)
         assert info["kept_16bit_weights"] == keep
         weight_types = {i.name: i.data_type for i in onnx.load(str(q)).graph.initializer}
         figures[len(keep)] = ctx.parity(load_artifact(q))
@@ -124,7 +126,7 @@ def test_mixed_precision_moves_a_chosen_layer_to_16_bit_and_improves_parity(ctx,
             assert weight_types[f"student.{name}.weight_quantized"] == want
     assert figures[3] > figures[0]
     with pytest.raises(UserError, match="unknown layer"):
-        w8a16.quantize_w8a16(pre, tmp_path / "x.onnx", calib, ["no.such.layer"])
+        w8a16.quantize_w8a16(pre, tmp_path / "x.onnx", cache, ["no.such.layer"])
 
 
 class _WithErf(nn.Module):
@@ -143,7 +145,8 @@ def test_unsupported_op_fails_the_qnn_export_naming_the_node(ctx, tmp_path):
     fp32 = export_onnx(model, TILE, tmp_path / "erf.onnx")
     pre = w8a16.preprocess(fp32, tmp_path / "pre.onnx")
     q = tmp_path / "q.onnx"
-    w8a16.quantize_w8a16(pre, q, np.asarray(ctx.eval_lr), [])
+    cache = w8a16.calibrate(pre, np.asarray(ctx.eval_lr), tmp_path / "ranges.json")
+    w8a16.quantize_w8a16(pre, q, cache, [])
     erf_nodes = [n.name for n in onnx.load(str(q)).graph.node if n.op_type == "Erf"]
     assert erf_nodes
     (tmp_path / "ctx").mkdir()
