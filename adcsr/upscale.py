@@ -1,23 +1,39 @@
-"""`adcsr upscale IN... OUT`: ×4 super-resolution of photos with a teacher or a trained student.
+"""`adcsr upscale IN... OUT`: ×4 super-resolution of photos with a teacher, a trained student or an exported artifact.
 
 One input file and an OUT with an extension writes that file; otherwise OUT is a folder
 that receives `<name>.png` per input (folders are searched recursively, sub-folders kept). A
 corrupt input among several is reported and skipped; the rest are written and the exit code says
-that some failed.
+that some failed. PNG outputs are streamed (`core.tiling.upscale_bands` → pypng, row by row), so
+memory holds one strip of tiles, not the SR image; inputs above `STREAM_PIXELS` must go to PNG
+without the wavelet colour fix, the two things that need the whole image in memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
 from adcsr.core.errors import UserError
 
 COLOR_FIXES = ("none", "adain", "wavelet")
+STREAM_PIXELS = 2048 * 2048  # LR pixels above which the in-memory path is refused
+
+
+@dataclass
+class Source:
+    """A model as the tiler sees it: `forward` maps a batch of LR tiles to ×4 tiles."""
+
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    tile: int
+    overlap: int
+    multiple: int
+    described: dict[str, Any]
+    default_fix: str = "none"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,10 +44,14 @@ def add_parser(subparsers: Any) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--teacher", metavar="NAME", help="a registered teacher (realesrgan, realesrgan-compact, osediff)")
     src.add_argument("--student", metavar="DIR", type=Path, help="a trained student folder (save_pretrained)")
+    src.add_argument("--artifact", metavar="PATH", type=Path,
+                     help="an exported artifact: .onnx (fp32, W8A16 QDQ, QNN *_ctx.onnx), .pte, or its folder")
     p.add_argument("--teacher-opt", metavar="KEY=VALUE", action="append", default=[],
                    help="loader option for the teacher, e.g. sd_folder=..., checkpoint=..., preset=tiny")
-    p.add_argument("--tile", type=int, default=128, help="LR tile size in pixels (default 128)")
-    p.add_argument("--overlap", type=int, default=32, help="LR tile overlap in pixels (default 32)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="LR tile size in pixels (default 128; 0 = whole image; an artifact's is fixed)")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="LR tile overlap in pixels (default 32, for an artifact at most a quarter of its tile)")
     p.add_argument("--color-fix", choices=COLOR_FIXES, default=None,
                    help="colour correction to the LR image (default: the model's own: adain for osediff, none otherwise)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
@@ -88,57 +108,106 @@ def plan_outputs(files: list[tuple[Path, Path]], output: str, force: bool) -> tu
     return dests, folder
 
 
-def load_model(args: argparse.Namespace) -> tuple[Callable[..., torch.Tensor], dict[str, Any], str]:
-    """(upscale(lr, color_fix, progress) function, description for the manifest, default colour fix)."""
-    if args.tile < 0 or args.overlap < 0 or (args.tile and args.overlap * 2 >= args.tile):
+def load_model(args: argparse.Namespace) -> Source:
+    """The model named by --teacher, --student or --artifact, with its tiling."""
+    if args.artifact:
+        return _artifact_source(args)
+    tile = 128 if args.tile is None else args.tile
+    overlap = 32 if args.overlap is None else args.overlap
+    if tile < 0 or overlap < 0 or (tile and overlap * 2 >= tile):
         raise UserError("--tile must be >= 0 (0 = whole image) and --overlap less than half of it")
-    tile = args.tile or 1 << 30
+    tile = tile or 1 << 30
     if args.teacher:
         from adcsr.core.models.teachers import get_teacher
 
         opts = _teacher_options(args.teacher_opt)
         opts.setdefault("device", args.device)
         teacher = get_teacher(args.teacher, **opts)
-
-        def run_teacher(lr: torch.Tensor, color_fix: str | None, progress: bool) -> torch.Tensor:
-            return teacher.upscale(lr, tile=tile, overlap=args.overlap, color_fix=color_fix, progress=progress)
-
-        return run_teacher, teacher.describe(), getattr(teacher, "default_color_fix", "none")
+        return Source(teacher.forward_tile, tile, overlap, teacher.size_multiple, teacher.describe(),
+                      getattr(teacher, "default_color_fix", "none"))
     if not (args.student / "config.json").is_file():
         raise UserError(f"{args.student} is not a student folder (no config.json)")
     from adcsr.core.models.student import AdcSRStudent
-    from adcsr.core.tiling import tiled_upscale
 
     student = AdcSRStudent.from_pretrained(args.student).to(args.device).eval()
 
-    @torch.no_grad()
-    def run_student(lr: torch.Tensor, color_fix: str | None, progress: bool) -> torch.Tensor:
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            return student(x.to(args.device)).clamp(0, 1).cpu()
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return student(x.to(args.device)).clamp(0, 1).cpu()
 
-        return tiled_upscale(forward, lr, scale=4, tile=tile, overlap=args.overlap,
-                             multiple=student.size_multiple, color_fix=color_fix, progress=progress)
+    return Source(forward, tile, overlap, student.size_multiple, {"name": "student", "folder": str(args.student)})
 
-    return run_student, {"name": "student", "folder": str(args.student)}, "none"
+
+def _artifact_source(args: argparse.Namespace) -> Source:
+    """An exported artifact runs its static LR tile; the image is padded to whole tiles."""
+    from adcsr.export.runtime import load_artifact
+
+    artifact = load_artifact(args.artifact)
+    if args.tile not in (None, artifact.tile):
+        raise UserError(f"{args.artifact} has a fixed LR tile of {artifact.tile}; drop --tile or pass --tile {artifact.tile}")
+    overlap = min(32, artifact.tile // 4) if args.overlap is None else args.overlap
+    if not 0 <= overlap * 2 < artifact.tile:
+        raise UserError(f"--overlap must be less than half of the artifact's tile ({artifact.tile})")
+    described = {"name": "artifact", "kind": artifact.kind, "path": str(artifact.path), "tile": artifact.tile}
+    return Source(artifact, artifact.tile, overlap, artifact.tile, described)
+
+
+def upscale_image(source: Source, lr: torch.Tensor, dst: Path, fix: str, progress: bool) -> None:
+    """Upscale one 3×H×W image into `dst`: streamed into a PNG, in memory for other formats."""
+    from adcsr.core.imaging import write_image
+    from adcsr.core.tiling import tiled_upscale, upscale_bands
+
+    color_fix = None if fix == "none" else fix
+    kw = dict(scale=4, tile=source.tile, overlap=source.overlap, multiple=source.multiple,
+              color_fix=color_fix, progress=progress)
+    streamable = dst.suffix.lower() == ".png" and fix != "wavelet"
+    if streamable:
+        write_png_bands(upscale_bands(source.forward, lr, **kw), dst, lr.shape[-2] * 4, lr.shape[-1] * 4)
+        return
+    if lr.shape[-2] * lr.shape[-1] > STREAM_PIXELS:
+        raise UserError(f"{lr.shape[-1]}×{lr.shape[-2]} is too large to upscale in memory: "
+                        "write a .png without --color-fix wavelet to stream it")
+    write_image(tiled_upscale(source.forward, lr[None], **kw)[0], dst, force=True)
+
+
+def write_png_bands(bands: Iterator[torch.Tensor], path: Path, height: int, width: int) -> None:
+    """Write (3, rows, width) float bands in [0, 1] as one 8-bit RGB PNG, row by row, atomically;
+    pixels are rounded exactly as `imaging.write_image` rounds them."""
+    import png
+
+    from adcsr.core.atomic import atomic_path
+    from adcsr.core.imaging import to_uint8
+
+    def rows() -> Iterator[bytes]:
+        written = 0
+        for band in bands:
+            a = to_uint8(band)
+            written += a.shape[0]
+            yield from (row.tobytes() for row in a.reshape(a.shape[0], -1))
+        if written != height:
+            raise RuntimeError(f"streamed {written} rows for a {height}-row image")
+
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            png.Writer(width, height, greyscale=False, bitdepth=8, compression=6).write(f, rows())
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from adcsr.core.imaging import read_image, write_image
+    from adcsr.core.imaging import read_image
 
     files = collect_inputs(args.inputs)
     dests, folder = plan_outputs(files, args.output, args.force)
-    upscale, described, default_fix = load_model(args)
-    fix = args.color_fix or default_fix
+    source = load_model(args)
+    described, fix = source.described, args.color_fix or source.default_fix
     if "prompt" in described:
         print(f"adcsr upscale: {described['name']} prompt: {described['prompt']}", file=sys.stderr)
     failed: list[Path] = []
     for (src, _), dst in tqdm(list(zip(files, dests)), desc="upscale", unit="image", disable=len(files) < 2):
         try:
-            lr = read_image(src)[None]
-            sr = upscale(lr, None if fix == "none" else fix, len(files) == 1)
-            write_image(sr[0], dst, force=True)
+            upscale_image(source, read_image(src), dst, fix, len(files) == 1)
         except UserError as e:
             if len(files) == 1:
                 raise
@@ -148,8 +217,9 @@ def run(args: argparse.Namespace) -> int:
         from adcsr.core.manifest import write_manifest
 
         written = [str(d) for d, (s, _) in zip(dests, files) if s not in failed]
+        tile = 0 if source.tile >= 1 << 30 else source.tile  # 0: the whole image
         write_manifest(Path(args.output) / "manifest.json", command="upscale", model=described, color_fix=fix,
-                       tile=args.tile, overlap=args.overlap, written=written, failed=[str(f) for f in failed])
+                       tile=tile, overlap=source.overlap, written=written, failed=[str(f) for f in failed])
     if failed:
         names = ", ".join(str(f) for f in failed)
         print(f"adcsr upscale: error: {len(failed)} of {len(files)} inputs failed ({names})", file=sys.stderr)

@@ -9,18 +9,31 @@ image is copied into the preallocated result. Peak memory is those buffers (7 fl
 pixel) plus one batch of tiles, whatever the image size (the colour fix adds its own full-size
 temporaries). The colour fix runs once on the
 whole image afterwards: run per tile, each tile would get its own correction and seams.
+
+`upscale_bands` streams instead: it runs one row of tiles at a time, blends within that strip
+and yields each band of output rows as soon as no later tile overlaps it, so memory holds one
+strip (4 floats per SR pixel of a strip) whatever the image height. The same tiles, windows and
+accumulation order make its bands equal to `tiled_upscale`'s result. AdaIN needs the whole SR
+image's per-channel mean and std before the first band can be corrected: the uncorrected bands
+are spilled to an unlinked temporary file while the statistics accumulate (float64 sums), then
+read back, corrected and yielded; the model runs once. The wavelet fix low-passes across band
+borders at every level and is not streamed (a clear error).
 """
 
 from __future__ import annotations
 
 import math
+import tempfile
 from typing import Callable, Iterator, Literal
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .colorfix import get_color_fix
+from .colorfix import _EPS as ADAIN_EPS
+from .colorfix import adain_color_fix, get_color_fix
 from .errors import UserError
 
 Model = Callable[[torch.Tensor], torch.Tensor]
@@ -130,8 +143,7 @@ def tiled_upscale(
     N×3×(H·scale)×(W·scale) float32 in [0, 1].
     """
     _check(lr, scale, tile, overlap, multiple, batch_size)
-    if blend not in ("cosine", "linear"):
-        raise UserError(f"blend must be 'cosine' or 'linear', got {blend!r}")
+    _check_blend(blend)
     fix = get_color_fix(color_fix)
     lr = lr.float()
     n, _, h, w = lr.shape
@@ -145,3 +157,113 @@ def tiled_upscale(
             result[i] = sr[0].clamp_(0.0, 1.0)
             del sr
     return result
+
+
+def _check_blend(blend: str) -> None:
+    if blend not in ("cosine", "linear"):
+        raise UserError(f"blend must be 'cosine' or 'linear', got {blend!r}")
+
+
+def _raw_bands(model: Model, lr: torch.Tensor, scale: int, tile: int, overlap: int, multiple: int,
+               blend: str, batch_size: int, bar: tqdm) -> Iterator[torch.Tensor]:
+    """Blended, uncorrected bands (3, rows, W·scale) of one 3×H×W image, top to bottom."""
+    h, w = lr.shape[-2:]
+    (hp, th, ys), (wp, tw, xs) = _grid(h, tile, overlap, multiple), _grid(w, tile, overlap, multiple)
+    wx = [axis_window(xs, j, tw, scale, blend) for j in range(len(xs))]
+    carry: tuple[torch.Tensor, torch.Tensor] | None = None
+    for i, y in enumerate(ys):
+        # the rows of the padded image this strip needs, padded exactly as the whole image is
+        # (a slab from one tile higher holds every row the bottom reflection copies)
+        top = max(0, y - th) if y + th > h else y
+        slab = lr[None, :, top:min(h, y + th)]
+        strip = _pad_to(slab, min(hp, y + th) - top, wp)[..., y - top:y - top + th, :]
+        wy = axis_window(ys, i, th, scale, blend)
+        out = torch.zeros(3, th * scale, wp * scale, dtype=torch.float32, device=lr.device)
+        weight = torch.zeros(1, th * scale, wp * scale, dtype=torch.float32, device=lr.device)
+        if carry is not None:
+            n = carry[0].shape[1]
+            out[:, :n], weight[:, :n] = carry
+        for batch in _batches(list(range(len(xs))), batch_size):
+            sr = model(torch.cat([strip[..., xs[j]:xs[j] + tw] for j in batch]))
+            if not isinstance(sr, torch.Tensor) or tuple(sr.shape) != (len(batch), 3, th * scale, tw * scale):
+                got = tuple(sr.shape) if isinstance(sr, torch.Tensor) else type(sr).__name__
+                raise UserError(f"the model returned {got} for {len(batch)} tiles of {th}×{tw}; expected ×{scale} RGB")
+            sr = sr.to(out.device, torch.float32)
+            for k, j in enumerate(batch):
+                win = (wy[:, None] * wx[j][None, :]).to(out.device)
+                x0 = xs[j] * scale
+                out[:, :, x0:x0 + tw * scale].addcmul_(sr[k], win)
+                weight[:, :, x0:x0 + tw * scale].add_(win)
+            bar.update(len(batch))
+        done = (ys[i + 1] - y) * scale if i + 1 < len(ys) else th * scale  # rows no later tile touches
+        carry = (out[:, done:].clone(), weight[:, done:].clone())
+        rows = min(done, h * scale - y * scale)
+        if rows > 0:
+            yield out[:, :rows, : w * scale].div_(weight[:, :rows, : w * scale])
+        del out, weight, strip, slab
+
+
+def _adain_bands(raw: Iterator[torch.Tensor], lr: torch.Tensor, spill_dir: str | None) -> Iterator[torch.Tensor]:
+    """AdaIN as `colorfix.adain_color_fix` (same formula, same unbiased std), with the SR
+    statistics gathered in a first pass over the spilled bands."""
+    sums, squares, count, shapes = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), 0, []
+    with tempfile.TemporaryFile(dir=spill_dir) as spill:
+        for band in raw:
+            b = band.double()
+            sums += b.sum((1, 2))
+            squares += b.square().sum((1, 2))
+            count += band.shape[1] * band.shape[2]
+            shapes.append(tuple(band.shape))
+            spill.write(band.contiguous().cpu().numpy().tobytes())
+            del b
+        s_mean = sums / count
+        s_std = ((squares - sums * s_mean) / max(count - 1, 1)).clamp_min(0).sqrt()
+        l = lr.float()
+        l_mean, l_std = l.mean((1, 2)), l.std((1, 2))
+        gain = (l_std / (s_std.float() + ADAIN_EPS)).view(3, 1, 1)
+        s_mean, l_mean = s_mean.float().view(3, 1, 1), l_mean.view(3, 1, 1)
+        spill.seek(0)
+        for shape in shapes:
+            band = torch.from_numpy(np.fromfile(spill, dtype=np.float32, count=math.prod(shape)).reshape(shape))
+            yield ((band - s_mean) * gain + l_mean).clamp_(0.0, 1.0)
+
+
+@torch.no_grad()
+def upscale_bands(
+    model: Model,
+    lr: torch.Tensor,
+    scale: int = 4,
+    tile: int = 128,
+    overlap: int = 32,
+    multiple: int = 1,
+    color_fix: str | Callable | None = None,
+    progress: bool = False,
+    blend: Literal["cosine", "linear"] = "cosine",
+    batch_size: int = 4,
+    spill_dir: str | None = None,
+) -> Iterator[torch.Tensor]:
+    """Stream `tiled_upscale` of one image (1×3×H×W or 3×H×W): yields float32 bands
+    (3, rows, W·scale) in [0, 1], top to bottom, that together equal `tiled_upscale`'s result.
+
+    `color_fix` is None, "none" or "adain" (uncorrected bands then wait in a temporary file in
+    `spill_dir`, default the system's); the wavelet fix needs the whole image and is refused.
+    """
+    if isinstance(lr, torch.Tensor) and lr.ndim == 3:
+        lr = lr[None]
+    _check(lr, scale, tile, overlap, multiple, batch_size)
+    _check_blend(blend)
+    if lr.shape[0] != 1:
+        raise UserError(f"streamed upscaling takes one image at a time, got a batch of {lr.shape[0]}")
+    if color_fix not in (None, "none", "adain", adain_color_fix):
+        name = color_fix if isinstance(color_fix, str) else getattr(color_fix, "__name__", "custom")
+        get_color_fix(color_fix)  # unknown names get the usual message
+        raise UserError(f"colour fix '{name}' needs the whole image at once; streamed upscaling supports adain or none")
+    img = lr[0].float()
+    total = math.prod(len(_grid(s, tile, overlap, multiple)[2]) for s in img.shape[-2:])
+    with tqdm(total=total, desc="tiles", unit="tile", disable=not progress) as bar:
+        raw = _raw_bands(model, img, scale, tile, overlap, multiple, blend, batch_size, bar)
+        if color_fix in ("adain", adain_color_fix):
+            yield from _adain_bands(raw, img, spill_dir)
+        else:
+            for band in raw:
+                yield band.clamp_(0.0, 1.0)
