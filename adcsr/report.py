@@ -87,17 +87,29 @@ def _html_table(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> 
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    _pyplot().close(fig)
+
+
 def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], path: Path) -> bool:
     """Latency vs quality with bubble area ∝ params (the AdcSR paper's Fig. 4 layout).
 
     Measured models are filled; published figures (different hardware) are hollow and labelled.
     Returns False when fewer than one model has both a latency and a quality figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     measured = [m for m in models if m.get("latency_ms") and m.get("psnr") is not None]
     if not measured:
         return False
@@ -113,20 +125,13 @@ def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], p
     ax.set_ylabel("PSNR on held-out photos (dB)")
     ax.set_title("Latency vs quality (bubble area ∝ parameters), measured in this run", fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
 def curves_plot(curves: dict[str, dict[str, list[float]]], path: Path) -> bool:
     """One panel per training stage: every logged series against its steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     stages = {k: v for k, v in curves.items() if v.get("step")}
     if not stages:
         return False
@@ -141,10 +146,7 @@ def curves_plot(curves: dict[str, dict[str, list[float]]], path: Path) -> bool:
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
