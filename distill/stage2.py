@@ -115,8 +115,6 @@ def build_discriminator(cfg: DiscriminatorConfig, channels: int, seed: int) -> F
 class DistillTask(Task):
     def __init__(self, cfg: Stage2Config):
         self.cfg = cfg
-        if not cfg.decoder:
-            raise UserError("decoder: give stage 1's decoder folder (`adcsr distill stage1` output)")
         self.data = DegradedCrops(cfg.data, cfg.trainer.seed)
         decoder = _load(PrunedVAEDecoder, cfg.decoder, "stage-1 decoder")
         self.space = FeatureSpace(load_vae(cfg.vae), decoder)
@@ -213,6 +211,9 @@ def distill(cfg: Stage2Config | str | Path | dict, resume: bool = False) -> Path
     """Distil the teacher into the student; returns its `save_pretrained` folder (`<run_dir>/student`)."""
     if not isinstance(cfg, Stage2Config):
         cfg = load_config(Stage2Config, cfg)
+    if not cfg.decoder:  # bad input fails before the run folder is made
+        raise UserError("decoder: give stage 1's decoder folder (`adcsr distill stage1` output)")
+    load_vae(cfg.vae)
     run_dir = open_run(cfg, resume)
     trainer = Trainer(cfg.trainer, run_dir, lambda: DistillTask(cfg), name="stage2")
     trainer.fit(resume=resume)

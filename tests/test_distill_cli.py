@@ -39,6 +39,9 @@ def test_stage1_without_a_vae_is_a_clear_error(tmp_path, capsys):
     assert main(["distill", "stage1", str(cfg)]) == 2
     assert "stage0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+    assert main(["distill", "stage2", str(cfg)]) == 2
+    assert "stage1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
