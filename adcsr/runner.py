@@ -33,6 +33,8 @@ class StageFailed(Exception):
         self.stage = stage
         self.cause = cause
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        if len(first) > 300:
+            first = first[:300] + " …"
         super().__init__(f"stage '{stage}' failed: {first}")
 
 
