@@ -31,8 +31,8 @@ def chain(tmp_path_factory):
     dec = pretrain_decoder(dict(run_dir=str(root / "s1"), vae=str(ae), lr=1e-3, disc_lr=2e-4, adv_start=30, adv_weight=0.1,
                                 perceptual_weight=0.1, disc_channels=32,
                                 trainer=dict(TRAINER, steps=40, eval_every=20)))
-    st = distill(dict(run_dir=str(root / "s2"), vae=str(ae), decoder=str(dec), lr=5e-4, disc_lr=1e-4,
-                      trainer=dict(TRAINER, steps=20, eval_every=10)))
+    st = distill(dict(run_dir=str(root / "s2"), vae=str(ae), decoder=str(dec), lr=1e-3, disc_lr=1e-4,
+                      trainer=dict(TRAINER, steps=30, eval_every=15)))
     return {"root": root, "ae": ae, "decoder": dec, "student": st}
 
 
@@ -92,8 +92,9 @@ def test_stage2_trains_only_unet_link_mid_and_lora(chain):
 def test_other_distillation_levels_reduce_their_loss(chain, tmp_path, level):
     distill(dict(run_dir=str(tmp_path / level), vae=str(chain["ae"]), decoder=str(chain["decoder"]),
                  distill_level=level, adv_weight=0.0, lr=1e-3, trainer=dict(TRAINER, steps=6, eval_every=6)))
-    ev = _evals(tmp_path / level)
-    assert ev[-1]["distill"] < 0.8 * ev[0]["distill"], ev
+    first, last = _evals(tmp_path / level)
+    assert last["distill"] < 0.9 * first["distill"], (first, last)
+    assert last["psnr_y_student_vs_teacher"] > first["psnr_y_student_vs_teacher"] + 1.0, (first, last)
 
 
 def test_resume_refuses_a_changed_config(chain, tmp_path):
