@@ -78,13 +78,17 @@ def preprocess(fp32_model: str | os.PathLike, out: str | os.PathLike) -> Path:
 
 
 def calibrate(pre_model: str | os.PathLike, calibration: np.ndarray, cache: str | os.PathLike,
-              group: int = 400) -> Path:
+              margin: float = 1.0, group: int = 400) -> Path:
     """Min/max of every float activation over the calibration images, as an onnxruntime calibration
     cache (JSON) that `quantize_w8a16` reuses for every mixed-precision try.
 
     Written by hand: onnxruntime's MinMaxCalibrater inserts its ReduceMin/Max nodes with an O(N²)
     Python loop (minutes for the few thousand nodes of a preprocessed student); exposing the
     tensors as graph outputs, `group` at a time, and reducing in numpy gives the same ranges.
+
+    Each range is widened by `margin` × its width on both sides: photos outside the calibration
+    set otherwise clip (measured on the tiny student: 25 dB on held-out vs 40 dB on calibration
+    photos), and with 16-bit activations a 3× wider range costs under 2 of the 16 bits.
     """
     import onnx
     import onnxruntime as ort
@@ -116,7 +120,8 @@ def calibrate(pre_model: str | os.PathLike, calibration: np.ndarray, cache: str 
                 lo, hi = np.float32(v.min()), np.float32(v.max())
                 old = ranges.get(t)
                 ranges[t] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-    save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
+    widened = {t: (np.float32(lo - margin * (hi - lo)), np.float32(hi + margin * (hi - lo))) for t, (lo, hi) in ranges.items()}
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, widened), cache)
     return Path(cache)
 
 
