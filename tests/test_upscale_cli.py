@@ -93,3 +93,18 @@ def test_a_saved_student_upscales(photos, tmp_path):
     assert main(["upscale", str(photos / "cat.png"), str(out), "--student", str(tmp_path / "student"),
                  "--tile", "0"]) == 0
     assert read_image(out / "cat.png").shape == (3, 120, 160)
+
+
+@pytest.mark.parametrize("out,extra", [("o.jpg", []), ("o.png", ["--color-fix", "wavelet"])])
+def test_above_the_stream_threshold_only_streamable_outputs(photos, tmp_path, monkeypatch, capsys, out, extra):
+    """Large inputs must stream (PNG, no wavelet fix): the in-memory path is refused in one line."""
+    import adcsr.upscale
+
+    monkeypatch.setattr(adcsr.upscale, "STREAM_PIXELS", 30 * 40 - 1)  # the cat crop is 30×40
+    argv = ["upscale", str(photos / "cat.png"), str(tmp_path / out), "--teacher", "realesrgan-compact", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "too large to upscale in memory" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / out).exists()
+    assert main(argv[:2] + [str(tmp_path / "o.png"), *argv[3:5]]) == 0  # streamed to PNG instead
+    assert read_image(tmp_path / "o.png").shape == (3, 120, 160)
