@@ -1,8 +1,9 @@
 """Image-quality metrics: fidelity on MATLAB luma (PSNR, SSIM), NIQE, and learned metrics.
 
-Learned metrics (LPIPS, DISTS, EA-DISTS, FID) are defined here and load their weights only from
-explicit local files: `load_metric(name, weights=path_or_paths)`. `build_metric(name)` gives the
-randomly initialised network (tests, conversions), `save_weights(model, path)` writes it.
+Learned metrics (LPIPS, DISTS, EA-DISTS, FID; the no-reference CLIPIQA, MUSIQ, MANIQA) are defined
+here and load their weights only from explicit local files: `load_metric(name, weights=path_or_paths)`.
+`build_metric(name)` gives the randomly initialised network (tests, conversions), `save_weights(model,
+path)` writes it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import torch
 
 from ..errors import UserError
 from .base import LearnedMetric
+from .clipiqa import CLIPIQA
 from .dists import DISTS, EADISTS
 from .fid import FID
 from .fidelity import psnr_y, rgb_to_y, ssim_y
 from .lpips import LPIPS
 from .lpips import fetch_hint as lpips_fetch
+from .maniqa import MANIQA
+from .musiq import MUSIQ
 from .niqe import niqe
 from .weights import WeightsArg, load_weights, require_file, save_weights, weight_paths
 
@@ -29,6 +33,7 @@ class MetricSpec:
 
     build: Callable[[], LearnedMetric]
     fetch: str
+    needs_ref: bool = True  # False: scores one image batch, `model(sr)`
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -37,6 +42,9 @@ METRICS: dict[str, MetricSpec] = {
     "dists": MetricSpec(DISTS, DISTS.fetch),
     "ea-dists": MetricSpec(EADISTS, EADISTS.fetch),
     "fid": MetricSpec(FID, FID.fetch),
+    "clipiqa": MetricSpec(CLIPIQA, CLIPIQA.fetch, needs_ref=False),
+    "musiq": MetricSpec(MUSIQ, MUSIQ.fetch, needs_ref=False),
+    "maniqa": MetricSpec(MANIQA, MANIQA.fetch, needs_ref=False),
 }
 # Metrics that need no weights: name → (callable, takes a reference image).
 FIXED_METRICS: dict[str, tuple[Callable, bool]] = {
@@ -87,11 +95,12 @@ def evaluate(
             val = fn(sr, hr, crop_border=crop_border) if needs_ref else fn(sr)
             out[name] = float(torch.as_tensor(val).double().mean())
         elif name in METRICS:
-            if hr is None:
+            needs_ref = METRICS[name].needs_ref
+            if needs_ref and hr is None:
                 raise UserError(f"{name} needs reference (HR) images")
             model = load_metric(name, weights.get(name))
             with torch.no_grad():
-                out[name] = float(model(sr, hr))
+                out[name] = float(model(sr, hr) if needs_ref else model(sr))
         else:
             raise UserError(f"unknown metric '{name}' (choose from {', '.join([*FIXED_METRICS, *METRICS])})")
     return out

@@ -1,0 +1,167 @@
+"""No-reference learned metrics (CLIPIQA, MUSIQ, MANIQA): random weights saved to a file, loaded
+through the real path, run on real photos."""
+
+import pytest
+import torch
+
+from adcsr.core.errors import UserError
+from adcsr.core.metrics import build_metric, evaluate, load_metric, load_weights, save_weights
+from adcsr.core.metrics.maniqa import MANIQA
+from adcsr.core.metrics.musiq import _grid_index, multiscale_patches
+from adcsr.core.metrics.noref import grid_crops
+from adcsr.core.photos import load_photo
+
+
+def _photos(h: int, w: int, names=("chelsea", "coffee")) -> torch.Tensor:
+    return torch.stack([load_photo(n)[:, :h, :w] for n in names])
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.avg_pool2d(x, 5, 1, 2, count_include_pad=False)
+
+
+def _saved(name: str, tmp_path) -> tuple[torch.nn.Module, str]:
+    torch.manual_seed(0)
+    model = build_metric(name)
+    return model, str(save_weights(model, tmp_path / f"{name}.safetensors"))
+
+
+def _check_scores(model, x: torch.Tensor) -> torch.Tensor:
+    """Per-image scores of `x` and of a blurred first image; batch == one image at a time, repeatable."""
+    batch = torch.cat([x, _blur(x[:1])])
+    with torch.no_grad():
+        scores = model(batch, reduction="none")
+        singles = torch.cat([model(batch[i : i + 1], reduction="none") for i in range(len(batch))])
+        again = model(batch, reduction="none")
+    assert scores.shape == (len(batch),) and torch.isfinite(scores).all()
+    assert torch.equal(scores, again)
+    torch.testing.assert_close(singles, scores, rtol=1e-4, atol=1e-5)
+    assert (scores[:, None] - scores[None, :]).abs().add(torch.eye(len(batch))).min() > 1e-6  # input matters
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    return scores
+
+
+@pytest.mark.parametrize("name, h, w", [("clipiqa", 224, 224), ("musiq", 224, 200)])
+def test_noref_metric_properties(name, h, w, tmp_path):
+    built, path = _saved(name, tmp_path)
+    model = load_metric(name, path)
+    for k, v in built.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    scores = _check_scores(model, _photos(h, w))
+    if name == "clipiqa":
+        assert ((scores >= 0) & (scores <= 1)).all()
+        with torch.no_grad():  # swapping the two prompts turns p(good) into p(bad)
+            model.prompt_features.copy_(model.prompt_features.flip(0))
+            swapped = model(torch.cat([_photos(h, w), _blur(_photos(h, w, ("chelsea",)))]), reduction="none")
+        torch.testing.assert_close(swapped, 1 - scores, rtol=1e-4, atol=1e-5)
+
+
+def test_clipiqa_loads_the_published_clip_file_and_separate_prompt_embeddings(tmp_path):
+    built, _ = _saved("clipiqa", tmp_path)
+    state = built.state_dict()
+    clip = {k: v for k, v in state.items() if k != "prompt_features"}
+    # CLIP's file also holds the text tower and the attention pool's positional embedding.
+    clip |= {"visual.attnpool.positional_embedding": torch.zeros(50, 2048), "token_embedding.weight": torch.zeros(8, 4),
+             "transformer.resblocks.0.ln_1.weight": torch.ones(4), "text_projection": torch.zeros(4, 4)}
+    torch.save(clip, tmp_path / "RN50.pth")
+    save_weights_dict = {"prompt_features": state["prompt_features"]}
+    from safetensors.torch import save_file
+
+    save_file(save_weights_dict, str(tmp_path / "prompts.safetensors"))
+    model = load_metric("clipiqa", [tmp_path / "RN50.pth", tmp_path / "prompts.safetensors"])
+    for k, v in state.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    with pytest.raises(UserError, match="missing prompt_features") as e:
+        load_metric("clipiqa", tmp_path / "RN50.pth")
+    assert "\n" not in str(e.value)
+
+
+def test_musiq_multiscale_patches_cover_each_scale():
+    x = torch.rand(1, 3, 100, 60)
+    patches, pos, scale, mask = multiscale_patches(x)
+    # 224 × 134 → 7×5 of 49 slots; 384 × 230 → 12×8 of 144; native 100×60 → 4×2, all kept.
+    assert patches.shape == (1, 49 + 144 + 8, 3, 32, 32)
+    assert [int(mask[scale == s].sum()) for s in range(3)] == [35, 96, 8]
+    assert not patches[0, ~mask].any()
+    # The native scale's first patch is the image's top-left 32×32 (SAME padding splits 28 rows as 14/14).
+    torch.testing.assert_close(patches[0, 49 + 144], torch.nn.functional.pad(x, (2, 2, 14, 14))[0, :, :32, :32])
+    rows = _grid_index(5, 20).view(5, 20)
+    assert rows[:, 0].tolist() == [0, 20, 40, 60, 80] and rows[0].tolist() == [i // 2 for i in range(20)]
+
+
+def test_grid_crops_cover_the_image_evenly():
+    x = torch.arange(2 * 3 * 70 * 100, dtype=torch.float32).view(2, 3, 70, 100)
+    crops = grid_crops(x, 32)
+    assert crops.shape == (2, 3 * 4, 3, 32, 32)
+    assert torch.equal(crops[:, 0], x[..., :32, :32]) and torch.equal(crops[:, -1], x[..., -32:, -32:])
+    assert torch.equal(grid_crops(x[..., :32, :32], 32)[:, 0], x[..., :32, :32])
+
+
+def test_maniqa_properties_on_a_small_crop_size(tmp_path):
+    """The published network sees 224 crops; the same network on 64 crops keeps this test fast."""
+    torch.manual_seed(0)
+    built = MANIQA(img_size=64)
+    model = load_weights(MANIQA(img_size=64), save_weights(built, tmp_path / "m.safetensors"), fetch="").freeze()
+    for k, v in built.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    scores = _check_scores(model, _photos(64, 96))  # two crops per image
+    assert (scores >= 0).all()  # ReLU scores averaged with sigmoid weights
+    with pytest.raises(UserError, match="at least 64"):
+        model(torch.rand(1, 3, 63, 100))
+
+
+def test_maniqa_full_size_loads_and_scores(tmp_path):
+    _, path = _saved("maniqa", tmp_path)
+    model = load_metric("maniqa", path)
+    with torch.no_grad():
+        score = model(_photos(224, 224, ("coffee",)))
+    assert torch.isfinite(score) and score >= 0
+
+
+def test_missing_or_mismatched_weights_are_one_line_errors(tmp_path):
+    for name, what in (("clipiqa", "RN50.pt"), ("musiq", "musiq_koniq_ckpt"), ("maniqa", "MANIQA_PIPAL")):
+        with pytest.raises(UserError, match=what):
+            load_metric(name, tmp_path / "nope.pth")
+        with pytest.raises(UserError, match=what):
+            load_metric(name)
+    _, clip = _saved("clipiqa", tmp_path)
+    with pytest.raises(UserError, match="does not match MUSIQ") as e:
+        load_metric("musiq", clip)
+    assert "\n" not in str(e.value)
+
+
+def test_evaluate_scores_noref_metrics_without_hr(tmp_path):
+    _, path = _saved("clipiqa", tmp_path)
+    sr = _photos(96, 96)
+    out = evaluate(sr, None, ["clipiqa", "niqe"], weights={"clipiqa": path})
+    assert set(out) == {"clipiqa", "niqe"} and 0 <= out["clipiqa"] <= 1
+    with torch.no_grad():
+        assert out["clipiqa"] == pytest.approx(float(load_metric("clipiqa", path)(sr)), rel=1e-5)
+    with pytest.raises(UserError, match="reference"):
+        evaluate(sr, None, ["lpips"])
+
+
+@pytest.mark.parametrize(
+    "name, params, key, shape",
+    [
+        # CLIP RN50's image tower has 38,316,896 parameters, 102,400 of them the (unused) positional embedding.
+        ("clipiqa", 38_316_896 - 102_400 + 1, "visual.attnpool.c_proj.weight", (1024, 2048)),
+        # MUSIQ: "27M parameters" (Ke et al. 2021).
+        ("musiq", 27_000_000, "transformer_encoder.posembed_input.position_emb", (1, 100, 384)),
+    ],
+)
+def test_architectures_match_the_published_networks(name, params, key, shape):
+    model = build_metric(name)
+    n = sum(p.numel() for p in model.parameters())
+    assert n == params if name == "clipiqa" else abs(n - params) < 0.01 * params
+    assert tuple(model.state_dict()[key].shape) == shape
+
+
+def test_maniqa_vit_is_vit_b8_without_its_last_two_blocks():
+    model = MANIQA()
+    # timm's vit_base_patch8_224: 86,576,872 parameters; MANIQA taps blocks 7–10, so blocks 11–12
+    # (2 × 7,087,872), the final norm (1,536) and the classifier (769,000) are not built.
+    assert sum(p.numel() for p in model.vit.parameters()) == 86_576_872 - 2 * 7_087_872 - 1_536 - 769_000
+    assert tuple(model.state_dict()["vit.pos_embed"].shape) == (1, 785, 768)
+    assert tuple(model.state_dict()["tablock1.0.c_q.weight"].shape) == (784, 784)
+    assert tuple(model.state_dict()["swintransformer2.layers.1.blocks.1.attn_mask"].shape) == (49, 16, 16)
