@@ -55,6 +55,10 @@ class PipelineConfig:
     # autoencoder is trained first (stage 0) to play the SD VAE's role.
     sd_folder: Optional[str] = path_field()
     preset: Literal["tiny", "sd21"] = "tiny"
+    # How training stages (0, 1, 2) are run: in this process when empty, else as a subprocess
+    # `<launch...> adcsr.cli distill stageK CONFIG`, e.g. ["accelerate", "launch", "--num_processes",
+    # "8", "-m"] or ["torchrun", "--nproc_per_node", "8", "-m"] for data-parallel training.
+    launch: list[str] = field(default_factory=list)
     compress: CompressSettings = field(default_factory=CompressSettings)
     stage0: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage0.Stage0Config fields
     stage1: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage1.Stage1Config fields
@@ -125,12 +129,32 @@ def _train_dir(ctx: StageContext) -> str:
     return str(ctx.dir / "train")
 
 
+def _train(cfg: PipelineConfig, ctx: StageContext, stage: str, section: dict[str, Any]) -> Path:
+    """Run one training stage in this process, or under `cfg.launch` (multi-process)."""
+    import importlib
+    import subprocess
+
+    from adcsr.distill.cli import STAGES
+
+    _, module, fn = STAGES[stage]
+    if not cfg.launch:
+        return getattr(importlib.import_module(f"adcsr.distill.{module}"), fn)(section, resume=ctx.resume)
+    import yaml
+
+    from adcsr.core.atomic import atomic_write_text
+
+    config = ctx.dir / f"{stage}.yaml"
+    atomic_write_text(config, yaml.safe_dump(section, sort_keys=False))
+    cmd = [*cfg.launch, "adcsr.cli", "distill", stage, str(config), *(["--resume"] if ctx.resume else [])]
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` exited with code {done.returncode}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
 def _stage_autoencoder(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        from adcsr.distill.stage0 import train_autoencoder
-
-        out = train_autoencoder({**cfg.stage0, "run_dir": _train_dir(ctx)}, resume=ctx.resume)
-        return {"vae": out}
+        return {"vae": _train(cfg, ctx, "stage0", {**cfg.stage0, "run_dir": _train_dir(ctx)})}
 
     return run
 
@@ -158,10 +182,7 @@ def _stage_compress(cfg: PipelineConfig):
 
 def _stage_decoder(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        from adcsr.distill.stage1 import pretrain_decoder
-
-        out = pretrain_decoder({**cfg.stage1, "vae": _encoder_vae(cfg, ctx), "run_dir": _train_dir(ctx)},
-                               resume=ctx.resume)
+        out = _train(cfg, ctx, "stage1", {**cfg.stage1, "vae": _encoder_vae(cfg, ctx), "run_dir": _train_dir(ctx)})
         return {"decoder": out, "metrics": ctx.dir / "train" / "metrics.json"}
 
     return run
@@ -169,11 +190,9 @@ def _stage_decoder(cfg: PipelineConfig):
 
 def _stage_distill(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        from adcsr.distill.stage2 import distill
-
         section = {**cfg.stage2, "vae": _encoder_vae(cfg, ctx), "decoder": str(ctx.input("stage1.decoder")),
                    "student": str(ctx.input("compress.student")), "run_dir": _train_dir(ctx)}
-        out = distill(section, resume=ctx.resume)
+        out = _train(cfg, ctx, "stage2", section)
         return {"student": out, "metrics": ctx.dir / "train" / "metrics.json"}
 
     return run

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from adcsr.cli import main
-from adcsr.pipeline import load_pipeline_config, run_pipeline
+from adcsr.pipeline import CONFIG_DIR, build_pipeline, load_pipeline_config, run_pipeline
 from adcsr.runner import StageFailed
 from conftest import CI_PIPELINE as CI
 
@@ -97,3 +97,24 @@ def test_bad_pipeline_config_is_one_line(tmp_path, capsys):
     assert main(["pipeline", str(cfg_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stage2" in err[0] and "teacher_optionz" in err[0]
+
+
+def test_worked_example_config_is_valid(tmp_path):
+    """The documented SD2.1 + OSEDiff example validates once its placeholder paths exist."""
+    import re
+
+    text = (CONFIG_DIR / "pipeline-sd21-osediff.yaml").read_text()
+    for placeholder in set(re.findall(r"/path/to/[\w./-]+", text)):
+        local = tmp_path / placeholder.removeprefix("/path/to/")
+        if local.suffix:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.touch()
+        else:
+            local.mkdir(parents=True, exist_ok=True)
+        text = text.replace(placeholder, str(local))
+    cfg_file = tmp_path / "example.yaml"
+    cfg_file.write_text(text)
+    cfg = load_pipeline_config(cfg_file)
+    assert cfg.preset == "sd21" and cfg.launch[:2] == ["accelerate", "launch"]
+    assert cfg.stage2["teacher"] == "osediff" and cfg.stage2["trainer"]["steps"] == 200000
+    assert [s.name for s in build_pipeline(cfg).stages] == STAGES[1:]
