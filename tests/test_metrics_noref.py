@@ -3,6 +3,7 @@ through the real path, run on real photos."""
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from adcsr.core.errors import UserError
 from adcsr.core.metrics import build_metric, evaluate, load_metric, load_weights, save_weights
@@ -10,6 +11,15 @@ from adcsr.core.metrics.maniqa import MANIQA
 from adcsr.core.metrics.musiq import _grid_index, multiscale_patches
 from adcsr.core.metrics.noref import grid_crops
 from adcsr.core.photos import load_photo
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small single-image passes: on a shared 2-core machine, thread hand-offs cost more than they give."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _photos(h: int, w: int, names=("chelsea", "coffee")) -> torch.Tensor:
@@ -27,21 +37,20 @@ def _saved(name: str, tmp_path) -> tuple[torch.nn.Module, str]:
 
 
 def _check_scores(model, x: torch.Tensor) -> torch.Tensor:
-    """Per-image scores of `x` and of a blurred first image; batch == one image at a time, repeatable."""
+    """Per-image scores of `x` and of a blurred first image: finite, distinct, and the same when the
+    first and last images are scored alone (no batch mixing, no randomness)."""
     batch = torch.cat([x, _blur(x[:1])])
     with torch.no_grad():
         scores = model(batch, reduction="none")
-        singles = torch.cat([model(batch[i : i + 1], reduction="none") for i in range(len(batch))])
-        again = model(batch, reduction="none")
+        singles = torch.cat([model(batch[[i]], reduction="none") for i in (0, -1)])
     assert scores.shape == (len(batch),) and torch.isfinite(scores).all()
-    assert torch.equal(scores, again)
-    torch.testing.assert_close(singles, scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(singles, scores[[0, -1]], rtol=1e-4, atol=1e-5)
     assert (scores[:, None] - scores[None, :]).abs().add(torch.eye(len(batch))).min() > 1e-6  # input matters
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
     return scores
 
 
-@pytest.mark.parametrize("name, h, w", [("clipiqa", 224, 224), ("musiq", 224, 200)])
+@pytest.mark.parametrize("name, h, w", [("clipiqa", 192, 192), ("musiq", 160, 128)])
 def test_noref_metric_properties(name, h, w, tmp_path):
     built, path = _saved(name, tmp_path)
     model = load_metric(name, path)
@@ -52,8 +61,8 @@ def test_noref_metric_properties(name, h, w, tmp_path):
         assert ((scores >= 0) & (scores <= 1)).all()
         with torch.no_grad():  # swapping the two prompts turns p(good) into p(bad)
             model.prompt_features.copy_(model.prompt_features.flip(0))
-            swapped = model(torch.cat([_photos(h, w), _blur(_photos(h, w, ("chelsea",)))]), reduction="none")
-        torch.testing.assert_close(swapped, 1 - scores, rtol=1e-4, atol=1e-5)
+            swapped = model(_photos(h, w, ("chelsea",)))
+        torch.testing.assert_close(swapped, 1 - scores[0], rtol=1e-4, atol=1e-5)
 
 
 def test_clipiqa_loads_the_published_clip_file_and_separate_prompt_embeddings(tmp_path):
@@ -64,10 +73,7 @@ def test_clipiqa_loads_the_published_clip_file_and_separate_prompt_embeddings(tm
     clip |= {"visual.attnpool.positional_embedding": torch.zeros(50, 2048), "token_embedding.weight": torch.zeros(8, 4),
              "transformer.resblocks.0.ln_1.weight": torch.ones(4), "text_projection": torch.zeros(4, 4)}
     torch.save(clip, tmp_path / "RN50.pth")
-    save_weights_dict = {"prompt_features": state["prompt_features"]}
-    from safetensors.torch import save_file
-
-    save_file(save_weights_dict, str(tmp_path / "prompts.safetensors"))
+    save_file({"prompt_features": state["prompt_features"]}, str(tmp_path / "prompts.safetensors"))
     model = load_metric("clipiqa", [tmp_path / "RN50.pth", tmp_path / "prompts.safetensors"])
     for k, v in state.items():
         assert torch.equal(model.state_dict()[k], v), k
@@ -101,21 +107,21 @@ def test_maniqa_properties_on_a_small_crop_size(tmp_path):
     """The published network sees 224 crops; the same network on 64 crops keeps this test fast."""
     torch.manual_seed(0)
     built = MANIQA(img_size=64)
-    model = load_weights(MANIQA(img_size=64), save_weights(built, tmp_path / "m.safetensors"), fetch="").freeze()
-    for k, v in built.state_dict().items():
+    state = built.state_dict()
+    # pyiqa's file also holds ViT blocks 11–12, its norm and classifier, and unused Swin convs.
+    extra = {"vit.blocks.10.attn.qkv.weight": torch.zeros(2304, 768), "vit.blocks.11.norm1.weight": torch.ones(768),
+             "vit.norm.weight": torch.ones(768), "vit.head.weight": torch.zeros(1000, 768),
+             "swintransformer1.downsample.weight": torch.zeros(768, 768, 3, 3)}
+    torch.save(state | extra, tmp_path / "maniqa_pipal.pth")
+    model = load_weights(MANIQA(img_size=64), tmp_path / "maniqa_pipal.pth", fetch="", ignore=MANIQA.ignore_keys)
+    for k, v in state.items():
         assert torch.equal(model.state_dict()[k], v), k
-    scores = _check_scores(model, _photos(64, 96))  # two crops per image
+    scores = _check_scores(model.freeze(), _photos(64, 64))
     assert (scores >= 0).all()  # ReLU scores averaged with sigmoid weights
     with pytest.raises(UserError, match="at least 64"):
         model(torch.rand(1, 3, 63, 100))
-
-
-def test_maniqa_full_size_loads_and_scores(tmp_path):
-    _, path = _saved("maniqa", tmp_path)
-    model = load_metric("maniqa", path)
-    with torch.no_grad():
-        score = model(_photos(224, 224, ("coffee",)))
-    assert torch.isfinite(score) and score >= 0
+    with pytest.raises(UserError, match="vit.pos_embed is \\(1, 65, 768\\), expected \\(1, 785, 768\\)"):
+        load_metric("maniqa", tmp_path / "maniqa_pipal.pth")  # a 64-px network is not the published one
 
 
 def test_missing_or_mismatched_weights_are_one_line_errors(tmp_path):
@@ -132,7 +138,7 @@ def test_missing_or_mismatched_weights_are_one_line_errors(tmp_path):
 
 def test_evaluate_scores_noref_metrics_without_hr(tmp_path):
     _, path = _saved("clipiqa", tmp_path)
-    sr = _photos(96, 96)
+    sr = _photos(96, 192)  # NIQE needs two 96×96 blocks
     out = evaluate(sr, None, ["clipiqa", "niqe"], weights={"clipiqa": path})
     assert set(out) == {"clipiqa", "niqe"} and 0 <= out["clipiqa"] <= 1
     with torch.no_grad():

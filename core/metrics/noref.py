@@ -11,6 +11,8 @@ def check_images(x: torch.Tensor, min_size: int = 1) -> None:
     """`x` must be an NCHW RGB batch whose sides are at least `min_size`."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[1] != 3:
         raise UserError(f"expected an NCHW RGB tensor, got {getattr(x, 'shape', type(x).__name__)}")
+    if x.shape[0] == 0:
+        raise UserError("expected at least one image, got an empty batch")
     if min(x.shape[-2:]) < min_size:
         raise UserError(f"images must be at least {min_size}×{min_size} pixels, got {tuple(x.shape[-2:])}")
 
