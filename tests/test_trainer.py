@@ -190,6 +190,27 @@ def test_refuses_to_restart_over_checkpoints_without_resume(tmp_path):
         train(tmp_path / "r", steps=3)
 
 
+def test_schedules_halve_and_anneal():
+    from adcsr.distill.trainer import _scheduler
+
+    def lrs(**kw):
+        cfg = load_config(TrainerConfig, {"steps": 40, **kw})
+        opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched, out = _scheduler(opt, cfg), []
+        for _ in range(40):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    halving = lrs(schedule="halving", halve_every=10)
+    assert halving[9] == 1.0 and halving[10] == 0.5 and halving[39] == 0.125
+    cosine = lrs(schedule="cosine")
+    assert cosine[0] == 1.0 and all(a > b for a, b in zip(cosine, cosine[1:])) and cosine[-1] < 0.01
+    warm = lrs(warmup_steps=4)
+    assert warm[:5] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
 if __name__ == "__main__":
     import argparse
 
