@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from adcsr.core.errors import UserError
 from adcsr.core.metrics import build_metric, evaluate, load_metric, load_weights, save_weights
-from adcsr.core.metrics.maniqa import MANIQA
+from adcsr.core.metrics.maniqa import MANIQA, _ViT
 from adcsr.core.metrics.musiq import _grid_index, multiscale_patches
 from adcsr.core.metrics.noref import grid_crops
 from adcsr.core.photos import load_photo
@@ -161,6 +161,31 @@ def test_architectures_match_the_published_networks(name, params, key, shape):
     n = sum(p.numel() for p in model.parameters())
     assert n == params if name == "clipiqa" else abs(n - params) < 0.01 * params
     assert tuple(model.state_dict()[key].shape) == shape
+
+
+def test_maniqa_vit_trunk_equals_transformers_vit_with_the_same_weights():
+    from transformers import ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    vit = _ViT(side=8).eval()
+    cfg = ViTConfig(image_size=64, patch_size=8, num_hidden_layers=10, layer_norm_eps=1e-6, hidden_act="gelu")
+    ref = ViTModel(cfg, add_pooling_layer=False).eval()
+    v = vit.state_dict()
+    state = {"embeddings.cls_token": v["cls_token"], "embeddings.position_embeddings": v["pos_embed"]}
+    for t in ("weight", "bias"):
+        state[f"embeddings.patch_embeddings.projection.{t}"] = v[f"patch_embed.proj.{t}"]
+        for i in range(10):  # timm's fused qkv → transformers' q/k/v projections
+            mine, theirs = f"blocks.{i}.", f"layers.{i}."
+            for j, n in enumerate("qkv"):
+                state[f"{theirs}attention.{n}_proj.{t}"] = v[f"{mine}attn.qkv.{t}"][j * 768 : (j + 1) * 768]
+            for a, b in (("attn.proj", "attention.o_proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
+                         ("norm1", "layernorm_before"), ("norm2", "layernorm_after")):
+                state[f"{theirs}{b}.{t}"] = v[f"{mine}{a}.{t}"]
+    assert set(ref.load_state_dict(state, strict=False).missing_keys) == {"layernorm.weight", "layernorm.bias"}
+    x = 2 * _photos(64, 64) - 1
+    with torch.no_grad():
+        hidden = ref(pixel_values=x, output_hidden_states=True).hidden_states  # [embeddings, block 1, …]
+        torch.testing.assert_close(vit(x), torch.cat([hidden[i + 1][:, 1:] for i in (6, 7, 8, 9)], 2))
 
 
 def test_maniqa_vit_is_vit_b8_without_its_last_two_blocks():
