@@ -125,7 +125,7 @@ def test_maniqa_properties_on_a_small_crop_size(tmp_path):
 
 
 def test_missing_or_mismatched_weights_are_one_line_errors(tmp_path):
-    for name, what in (("clipiqa", "RN50.pt"), ("musiq", "musiq_koniq_ckpt"), ("maniqa", "MANIQA_PIPAL")):
+    for name, what in (("clipiqa", "resnet50_clip.openai"), ("musiq", "musiq_koniq_ckpt"), ("maniqa", "MANIQA_PIPAL")):
         with pytest.raises(UserError, match=what):
             load_metric(name, tmp_path / "nope.pth")
         with pytest.raises(UserError, match=what):

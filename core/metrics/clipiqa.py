@@ -4,7 +4,8 @@
 The image tower is CLIP's RN50 (`ModifiedResNet` with attention pooling), run at the input's own
 size without the attention pool's positional embedding, as CLIP-IQA and pyiqa do. Key names are
 OpenAI CLIP's (`visual.*`, `logit_scale`), so open_clip's `RN50` / `openai` state dict loads as is
-(its text tower keys are ignored).
+(its text tower keys are ignored). OpenAI's own `RN50.pt` is a TorchScript archive, which
+`torch.load(weights_only=True)` refuses: save `torch.jit.load(path).state_dict()` as safetensors first.
 
 Not reproduced here: CLIP's text tower and BPE tokenizer (the vocabulary cannot ship). The two
 prompt embeddings (CLIP `encode_text(tokenize(["Good photo.", "Bad photo."]))`, shape (2, 1024))
@@ -23,7 +24,7 @@ from torch import nn
 from .base import LearnedMetric, reduce
 from .noref import check_images
 
-_RN50_URL = "https://openaipublic.azureedge.net/clip/models/afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt"
+_RN50_URL = "https://huggingface.co/timm/resnet50_clip.openai (open_clip_model.safetensors)"
 _MEAN = (0.48145466, 0.4578275, 0.40821073)
 _STD = (0.26862954, 0.26130258, 0.27577711)
 _WIDTH, _LAYERS, _EMBED = 64, (3, 4, 6, 3), 1024
@@ -106,7 +107,7 @@ class CLIPIQA(LearnedMetric):
     name = "clipiqa"
     lower_is_better = False
     fetch = (
-        f"pass CLIP RN50's state dict ({_RN50_URL}, or open_clip's RN50/openai) and a .safetensors "
+        f"pass open_clip's CLIP RN50/openai state dict ({_RN50_URL}) and a .safetensors "
         f"holding `prompt_features` = CLIP encode_text of {list(PROMPTS)} (2×1024), or one .safetensors "
         "saved by adcsr.core.metrics.save_weights"
     )
