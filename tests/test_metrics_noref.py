@@ -7,6 +7,7 @@ from safetensors.torch import save_file
 
 from adcsr.core.errors import UserError
 from adcsr.core.metrics import build_metric, evaluate, load_metric, load_weights, save_weights
+from adcsr.core.metrics.clipiqa import _AttentionPool
 from adcsr.core.metrics.maniqa import MANIQA, _ViT
 from adcsr.core.metrics.musiq import _grid_index, multiscale_patches
 from adcsr.core.metrics.noref import grid_crops
@@ -80,6 +81,22 @@ def test_clipiqa_loads_the_published_clip_file_and_separate_prompt_embeddings(tm
     with pytest.raises(UserError, match="missing prompt_features") as e:
         load_metric("clipiqa", tmp_path / "RN50.pth")
     assert "\n" not in str(e.value)
+
+
+def test_clip_attention_pool_equals_torch_multi_head_attention():
+    torch.manual_seed(0)
+    pool = _AttentionPool(64, 4, 32).eval()
+    x = torch.randn(2, 64, 3, 5)
+    tokens = x.flatten(2).permute(2, 0, 1)
+    tokens = torch.cat([tokens.mean(0, keepdim=True), tokens])  # (HW+1, N, C), as CLIP's own code
+    q, k, v, c = pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj
+    ref, _ = torch.nn.functional.multi_head_attention_forward(
+        tokens, tokens, tokens, 64, 4, None, torch.cat([q.bias, k.bias, v.bias]), None, None, False, 0.0,
+        c.weight, c.bias, training=False, need_weights=False, use_separate_proj_weight=True,
+        q_proj_weight=q.weight, k_proj_weight=k.weight, v_proj_weight=v.weight,
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(pool(x), ref[0])
 
 
 def test_musiq_multiscale_patches_cover_each_scale():
