@@ -3,6 +3,7 @@ through the real path, run on real photos."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from adcsr.core.errors import UserError
@@ -28,7 +29,7 @@ def _photos(h: int, w: int, names=("chelsea", "coffee")) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.avg_pool2d(x, 5, 1, 2, count_include_pad=False)
+    return F.avg_pool2d(x, 5, 1, 2, count_include_pad=False)
 
 
 def _saved(name: str, tmp_path) -> tuple[torch.nn.Module, str]:
@@ -37,15 +38,18 @@ def _saved(name: str, tmp_path) -> tuple[torch.nn.Module, str]:
     return model, str(save_weights(model, tmp_path / f"{name}.safetensors"))
 
 
-def _check_scores(model, x: torch.Tensor) -> torch.Tensor:
-    """Per-image scores of `x` and of a blurred first image: finite, distinct, and the same when the
-    first and last images are scored alone (no batch mixing, no randomness)."""
-    batch = torch.cat([x, _blur(x[:1])])
+def _with_blur(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, _blur(x[:1])])
+
+
+def _check_scores(model, batch: torch.Tensor, alone: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image scores: finite, distinct, and the same for the last image scored alone (no batch
+    mixing, no randomness); `alone`: an image that must score as the last one."""
     with torch.no_grad():
         scores = model(batch, reduction="none")
-        singles = torch.cat([model(batch[[i]], reduction="none") for i in (0, -1)])
+        single = model(batch[-1:] if alone is None else alone, reduction="none")
     assert scores.shape == (len(batch),) and torch.isfinite(scores).all()
-    torch.testing.assert_close(singles, scores[[0, -1]], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(single, scores[-1:], rtol=1e-4, atol=1e-5)
     assert (scores[:, None] - scores[None, :]).abs().add(torch.eye(len(batch))).min() > 1e-6  # input matters
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
     return scores
@@ -57,7 +61,7 @@ def test_noref_metric_properties(name, h, w, tmp_path):
     model = load_metric(name, path)
     for k, v in built.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
-    scores = _check_scores(model, _photos(h, w))
+    scores = _check_scores(model, _with_blur(_photos(h, w)))
     if name == "clipiqa":
         assert ((scores >= 0) & (scores <= 1)).all()
         with torch.no_grad():  # swapping the two prompts turns p(good) into p(bad)
@@ -90,7 +94,7 @@ def test_clip_attention_pool_equals_torch_multi_head_attention():
     tokens = x.flatten(2).permute(2, 0, 1)
     tokens = torch.cat([tokens.mean(0, keepdim=True), tokens])  # (HW+1, N, C), as CLIP's own code
     q, k, v, c = pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj
-    ref, _ = torch.nn.functional.multi_head_attention_forward(
+    ref, _ = F.multi_head_attention_forward(
         tokens, tokens, tokens, 64, 4, None, torch.cat([q.bias, k.bias, v.bias]), None, None, False, 0.0,
         c.weight, c.bias, training=False, need_weights=False, use_separate_proj_weight=True,
         q_proj_weight=q.weight, k_proj_weight=k.weight, v_proj_weight=v.weight,
@@ -107,7 +111,7 @@ def test_musiq_multiscale_patches_cover_each_scale():
     assert [int(mask[scale == s].sum()) for s in range(3)] == [35, 96, 8]
     assert not patches[0, ~mask].any()
     # The native scale's first patch is the image's top-left 32×32 (SAME padding splits 28 rows as 14/14).
-    torch.testing.assert_close(patches[0, 49 + 144], torch.nn.functional.pad(x, (2, 2, 14, 14))[0, :, :32, :32])
+    torch.testing.assert_close(patches[0, 49 + 144], F.pad(x, (2, 2, 14, 14))[0, :, :32, :32])
     rows = _grid_index(5, 20).view(5, 20)
     assert rows[:, 0].tolist() == [0, 20, 40, 60, 80] and rows[0].tolist() == [i // 2 for i in range(20)]
 
@@ -133,10 +137,11 @@ def test_maniqa_properties_on_a_small_crop_size(tmp_path):
     model = load_weights(MANIQA(img_size=64), tmp_path / "maniqa_pipal.pth", fetch="", ignore=MANIQA.ignore_keys)
     for k, v in state.items():
         assert torch.equal(model.state_dict()[k], v), k
-    scores = _check_scores(model.freeze(), _photos(64, 64))
+    # Scored alone, a 40-px image must score as its 64-px bilinear enlargement did in the batch.
+    small = load_photo("coffee")[None, :, :40, :40]
+    batch = torch.cat([_with_blur(_photos(64, 64, ("chelsea",))), F.interpolate(small, (64, 64), mode="bilinear")])
+    scores = _check_scores(model.freeze(), batch, alone=small)
     assert (scores >= 0).all()  # ReLU scores averaged with sigmoid weights
-    with pytest.raises(UserError, match="at least 64"):
-        model(torch.rand(1, 3, 63, 100))
     with pytest.raises(UserError, match="vit.pos_embed is \\(1, 65, 768\\), expected \\(1, 785, 768\\)"):
         load_metric("maniqa", tmp_path / "maniqa_pipal.pth")  # a 64-px network is not the published one
 
@@ -180,29 +185,30 @@ def test_architectures_match_the_published_networks(name, params, key, shape):
     assert tuple(model.state_dict()[key].shape) == shape
 
 
-def test_maniqa_vit_trunk_equals_transformers_vit_with_the_same_weights():
-    from transformers import ViTConfig, ViTModel
-
+def test_maniqa_vit_trunk_equals_torch_transformer_layers_with_the_same_weights():
     torch.manual_seed(0)
     vit = _ViT(side=8).eval()
-    cfg = ViTConfig(image_size=64, patch_size=8, num_hidden_layers=10, layer_norm_eps=1e-6, hidden_act="gelu")
-    ref = ViTModel(cfg, add_pooling_layer=False).eval()
-    v = vit.state_dict()
-    state = {"embeddings.cls_token": v["cls_token"], "embeddings.position_embeddings": v["pos_embed"]}
-    for t in ("weight", "bias"):
-        state[f"embeddings.patch_embeddings.projection.{t}"] = v[f"patch_embed.proj.{t}"]
-        for i in range(10):  # timm's fused qkv → transformers' q/k/v projections
-            mine, theirs = f"blocks.{i}.", f"layers.{i}."
-            for j, n in enumerate("qkv"):
-                state[f"{theirs}attention.{n}_proj.{t}"] = v[f"{mine}attn.qkv.{t}"][j * 768 : (j + 1) * 768]
-            for a, b in (("attn.proj", "attention.o_proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
-                         ("norm1", "layernorm_before"), ("norm2", "layernorm_after")):
-                state[f"{theirs}{b}.{t}"] = v[f"{mine}{a}.{t}"]
-    assert set(ref.load_state_dict(state, strict=False).missing_keys) == {"layernorm.weight", "layernorm.bias"}
+    ref = []
+    for block in vit.blocks:  # a ViT block is a pre-norm encoder layer with exact GELU
+        layer = torch.nn.TransformerEncoderLayer(
+            768, 12, 3072, 0.0, "gelu", 1e-6, batch_first=True, norm_first=True, device="meta"
+        )
+        state = {f"self_attn.in_proj_{t}": getattr(block.attn.qkv, t) for t in ("weight", "bias")}
+        for mine, theirs in (("attn.proj", "self_attn.out_proj"), ("mlp.fc1", "linear1"), ("mlp.fc2", "linear2"),
+                             ("norm1", "norm1"), ("norm2", "norm2")):
+            for t in ("weight", "bias"):
+                state[f"{theirs}.{t}"] = block.get_submodule(mine).get_parameter(t)
+        layer.load_state_dict(state, assign=True)  # meta: no random init to pay for
+        ref.append(layer.eval())
     x = 2 * _photos(64, 64) - 1
     with torch.no_grad():
-        hidden = ref(pixel_values=x, output_hidden_states=True).hidden_states  # [embeddings, block 1, …]
-        torch.testing.assert_close(vit(x), torch.cat([hidden[i + 1][:, 1:] for i in (6, 7, 8, 9)], 2))
+        h = vit.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        h = torch.cat([vit.cls_token.expand(2, -1, -1), h], 1) + vit.pos_embed
+        taps = []
+        for i, layer in enumerate(ref):
+            h = layer(h)
+            taps.append(h[:, 1:])
+        torch.testing.assert_close(vit(x), torch.cat(taps[6:10], 2), rtol=1e-4, atol=1e-4)
 
 
 def test_maniqa_vit_is_vit_b8_without_its_last_two_blocks():

@@ -6,6 +6,7 @@ Key names are pyiqa's `MANIQA_PIPAL-ae6d356b.pth` (timm's `vit.*` layout). The V
 blocks, final norm and classifier, and each Swin stage's unused `downsample` conv, are published
 but never used, so they are not built (`ignore_keys`). The network sees 224×224 crops; where pyiqa
 averages 20 random crops, this averages a fixed grid of crops covering the image (deterministic).
+Images with a side under 224 are first enlarged (bilinear) so that side is 224, as pyiqa does.
 """
 
 from __future__ import annotations
@@ -231,7 +232,11 @@ class MANIQA(LearnedMetric):
         return (w * s).sum(-1) / (w.sum(-1) + 1e-8)
 
     def forward(self, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Quality (≥ 0, higher is better) of an NCHW [0, 1] batch with sides ≥ img_size: mean over a crop grid."""
-        check_images(x, self.size)
+        """Quality (≥ 0, higher is better) of an NCHW [0, 1] batch: the mean over a grid of crops."""
+        check_images(x)
+        h, w = x.shape[-2:]
+        if min(h, w) < self.size:
+            f = self.size / min(h, w)
+            x = F.interpolate(x, (max(self.size, round(h * f)), max(self.size, round(w * f))), mode="bilinear")
         crops = grid_crops(2 * x - 1, self.size)
         return reduce(self._score(crops.flatten(0, 1)).view(crops.shape[:2]).mean(1), reduction)
