@@ -113,7 +113,8 @@ class CLIPIQA(LearnedMetric):
     )
     # The text tower, and the attention pool's positional embedding (CLIP-IQA's `pos_embedding=False`).
     ignore_keys = (
-        "visual.attnpool.positional_embedding", "transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection",
+        "visual.attnpool.positional_embedding", "transformer.", "token_embedding.", "positional_embedding",
+        "ln_final.", "text_projection",
         "input_resolution", "context_length", "vocab_size",
     )
 

@@ -121,7 +121,8 @@ class _WindowAttention(nn.Module):
         q, k, v = self.qkv(x).view(n, t, 3, _SWIN_HEADS, -1).permute(2, 0, 3, 1, 4)
         bias = self.relative_position_bias_table[self.relative_position_index].permute(2, 0, 1)[None]
         if mask is not None:  # (windows, t, t), repeated over the batch
-            bias = (bias.unsqueeze(1) + mask[None, :, None]).view(-1, _SWIN_HEADS, t, t).repeat(n // mask.shape[0], 1, 1, 1)
+            bias = (bias.unsqueeze(1) + mask[None, :, None]).view(-1, _SWIN_HEADS, t, t)
+            bias = bias.repeat(n // mask.shape[0], 1, 1, 1)
         return self.proj(F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(n, t, c))
 
 
