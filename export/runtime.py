@@ -19,7 +19,7 @@ import torch
 
 from adcsr.core.errors import UserError
 
-from .qnn import get_soc, htp_session
+from .qnn import get_soc
 
 MANIFEST = "manifest.json"
 
@@ -99,9 +99,16 @@ def _load_onnx(path: Path) -> Artifact:
     else:
         soc = get_soc(artifact_manifest(path).get("soc", "SM8750"))
         # the context model keeps its graph-boundary Q/DQ on the CPU (see qnn.coverage)
-        session = htp_session(path, soc, cpu_fallback=kind == "qnn_context")
+        return htp_artifact(path, soc.name, kind, tile, cpu_fallback=kind == "qnn_context")
     name = session.get_inputs()[0].name
     return Artifact(path, kind, tile, lambda x: session.run(None, {name: x})[0])
+
+
+def htp_artifact(path: Path, soc_name: str, kind: str, tile: int, cpu_fallback: bool) -> Artifact:
+    """An artifact run on the HTP emulator in its own process (see `htp_worker`)."""
+    from .htp_worker import HtpWorker
+
+    return Artifact(path, kind, tile, HtpWorker(path, soc_name, cpu_fallback))
 
 
 def _load_pte(path: Path) -> Artifact:

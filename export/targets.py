@@ -100,7 +100,7 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
         tries = []
         while True:
             quant = w8a16.quantize_w8a16(pre, qdq, cache, keep)
-            w8_psnr = ctx.parity(_htp(qdq, soc))
+            w8_psnr = ctx.parity(_htp(qdq, soc, cfg.tile))
             tries.append({"kept_16bit": list(keep), "psnr_db": w8_psnr})
             if cfg.target_psnr is None or w8_psnr >= cfg.target_psnr:
                 break
@@ -136,17 +136,15 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
             "kept_16bit": keep, "htp_coverage": coverage["htp_fraction"]}
 
 
-def _htp(qdq: Path, soc) -> Callable[[torch.Tensor], torch.Tensor]:
-    from .qnn import htp_session
-    from .runtime import Artifact
+def _htp(qdq: Path, soc, tile: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The QDQ model on the HTP emulator with CPU fallback disabled (fails unless 100% on HTP)."""
+    from .runtime import htp_artifact
 
     try:
-        session = htp_session(qdq, soc, cpu_fallback=False)
-    except Exception as e:  # noqa: BLE001 - onnxruntime reports it as a generic failure
+        return htp_artifact(qdq, soc.name, "w8a16_qdq", tile, cpu_fallback=False)
+    except RuntimeError as e:
         raise UserError(f"{qdq.name} does not run fully on the {soc.name} HTP (CPU fallback disabled): "
                         f"{str(e).splitlines()[0]}") from None
-    tile = session.get_inputs()[0].shape[-1]
-    return Artifact(qdq, "w8a16_qdq", int(tile), lambda x: session.run(None, {"lr": x})[0])
 
 
 def export_executorch(ctx: Context, out: Path, force: bool = False) -> dict:
