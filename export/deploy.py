@@ -7,6 +7,9 @@ What changes (everything else is the diffusers modules as trained):
 - GroupNorm per backend: QNN and Core ML keep `nn.GroupNorm` (onnxruntime's QNN preprocessing
   decomposes it in a form the HTP quantizes well; a hand decomposition loses ~35 dB on the HTP
   emulator, FACTS §4); XNNPACK gets reshape + mean + rsqrt, which it delegates;
+- SiLU for QNN as x·(½ + ½·tanh(x/2)): the HTP (emulator) computes the Sigmoid → Mul(x, ·) pair
+  wrongly when it sits between a norm and a conv (half of the tensor came out as garbage: 16 dB
+  for the whole tiny student, 40 dB with this form; measured op by op against CPU QDQ);
 - static shapes: one LR tile size per export, no padding branch in the graph.
 
 Written by hand: no library rewrites diffusers modules for mobile backends.
@@ -84,6 +87,13 @@ class SplitGEGLU(nn.Module):
         return self.value(x) * F.gelu(self.gate(x))
 
 
+class TanhSiLU(nn.Module):
+    """SiLU as x·(½ + ½·tanh(x/2)): the same function without the Sigmoid → Mul pair (see above)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (0.5 + 0.5 * torch.tanh(0.5 * x))
+
+
 class DecomposedGroupNorm(nn.Module):
     """GroupNorm as reshape + mean + rsqrt (what XNNPACK delegates); any rank ≥ 3, channels at dim 1."""
 
@@ -128,6 +138,8 @@ def _swap_modules(root: nn.Module, backend: str) -> None:
                 setattr(module, child_name, SplitGEGLU(child))
             elif backend == "xnnpack" and isinstance(child, nn.GroupNorm):
                 setattr(module, child_name, DecomposedGroupNorm(child))
+            elif backend == "qnn" and isinstance(child, nn.SiLU):
+                setattr(module, child_name, TanhSiLU())
         if isinstance(module, Attention):
             module.set_processor(Attention4D())
 

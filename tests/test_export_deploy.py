@@ -9,7 +9,8 @@ from torch import nn
 from adcsr.core.errors import UserError
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.export.calibration import lr_tiles
-from adcsr.export.deploy import Attention4D, DecomposedGroupNorm, SplitGEGLU, deploy_form, relative_max_diff
+from adcsr.export.deploy import (Attention4D, DecomposedGroupNorm, SplitGEGLU, TanhSiLU, deploy_form,
+                                 relative_max_diff)
 
 TILE = 32
 
@@ -43,6 +44,9 @@ def test_deploy_form_matches_training_form_on_real_photos(student, photos, backe
     decomposed = any(isinstance(m, DecomposedGroupNorm) for m in mods)
     kept = any(type(m) is nn.GroupNorm for m in mods)
     assert (decomposed, kept) == ((True, False) if backend == "xnnpack" else (False, True))
+    # QNN: no SiLU left as Sigmoid → Mul (the HTP computes that pair wrongly after a norm)
+    silu = any(type(m) is nn.SiLU for m in mods)
+    assert (silu, any(isinstance(m, TanhSiLU) for m in mods)) == ((False, True) if backend == "qnn" else (True, False))
     # the student itself is untouched
     assert any(isinstance(m, GEGLU) for m in student.modules())
 
@@ -55,6 +59,11 @@ def test_split_geglu_is_the_same_function_and_a_broken_split_is_not():
     assert torch.allclose(split(x), g(x), atol=1e-6)
     split.value, split.gate = split.gate, split.value  # halves swapped must be caught
     assert not torch.allclose(split(x), g(x), atol=1e-3)
+
+
+def test_tanh_silu_is_silu():
+    x = torch.linspace(-12, 12, 2001)
+    assert torch.allclose(TanhSiLU()(x), nn.SiLU()(x), atol=1e-6)
 
 
 def test_deploy_form_rejects_a_tile_the_student_cannot_take(student):
