@@ -73,7 +73,11 @@ def test_second_run_resumes_without_recomputing(run):
 
 
 def test_failing_stage_stops_with_one_line_and_keeps_earlier_stages(run, tmp_path, capsys):
-    cfg, run_dir, _, _ = run
+    import shutil
+
+    # on a copy: the shared run's artifacts are read by other test modules
+    run_dir = tmp_path / "run"
+    shutil.copytree(run[1], run_dir)
     earlier = {s: (run_dir / s / "manifest.json").read_text() for s in STAGES[:4]}
     bad = {**CI, "run_dir": str(run_dir), "export": {"options": {**CI["export"]["options"], "tile": 24}}}
     with pytest.raises(StageFailed, match=r"^stage 'export' failed: --tile must be a positive multiple of 16"):
