@@ -121,6 +121,7 @@ def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], p
         ax.annotate(m["name"], (m["latency_ms"], m["psnr"]), fontsize=8, ha="center", va="bottom",
                     xytext=(0, 9), textcoords="offset points")
     ax.set_xscale("log")
+    ax.margins(x=0.35, y=0.3)  # room for the bubbles and their labels
     ax.set_xlabel("latency per 128² → 512² image on this CPU (ms, log scale)")
     ax.set_ylabel("PSNR on held-out photos (dB)")
     ax.set_title("Latency vs quality (bubble area ∝ parameters), measured in this run", fontsize=9)
