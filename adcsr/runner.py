@@ -55,7 +55,7 @@ class StageContext:
 @dataclass
 class Stage:
     name: str
-    run: Callable[[StageContext], dict[str, Path]]  # returns {output name: path inside ctx.dir}
+    run: Callable[[StageContext], dict[str, Path]]  # returns {output name: a path inside ctx.dir}
     settings: dict[str, Any] = field(default_factory=dict)
     needs: tuple[str, ...] = ()
     external_inputs: tuple[Path, ...] = ()  # files/folders outside the run that it reads
@@ -165,9 +165,8 @@ class Pipeline:
             raise StageFailed(stage.name, e) from e
         seconds = time.perf_counter() - start
         recorded = {}
-        for key, path in outputs.items():
-            path = Path(path)
-            rel = path.relative_to(stage_dir) if path.is_absolute() else path
+        for key, path in outputs.items():  # absolute, or relative to the working directory
+            rel = Path(path).resolve().relative_to(stage_dir.resolve())
             recorded[key] = {"path": str(rel), "sha256": sha256_tree(stage_dir / rel)}
         manifest = write_manifest(
             stage_dir / "manifest.json",

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,15 @@ def test_interrupted_stage_resumes_changed_stage_starts_clean(tmp_path):
     with pytest.raises(StageFailed):  # new settings: the old partial state is wiped first
         pipeline(2).run(log=lambda m: None)
     assert seen == [False]
+
+
+def test_relative_run_folder_and_relative_output_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def work(ctx):
+        (ctx.dir / "out.txt").write_text("x")
+        return {"out": Path("runs") / "r" / "w" / "out.txt"}  # relative to the working directory
+
+    manifests = Pipeline(Path("runs") / "r", [Stage("w", work)]).run(log=lambda m: None)
+    assert manifests["w"]["outputs"]["out"]["path"] == "out.txt"
+    assert Pipeline(Path("runs") / "r", [Stage("w", work)]).run(log=lambda m: None)["w"] == manifests["w"]
