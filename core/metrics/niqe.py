@@ -5,13 +5,14 @@ integers, MSCN coefficients with the release's 7×7 Gaussian window (replicate b
 blocks without overlap, 18 AGGD features per block (MSCN + four neighbour products) at two scales
 (MATLAB `imresize(…, 0.5)`: bicubic with antialiasing), a multivariate Gaussian fitted to the
 block features and its distance to the pristine model. The pristine parameters ship in
-`adcsr/core/data/niqe_pris_params.npz` (from BasicSR, Apache-2.0; see `data/NOTICE`).
+`adcsr/core/data/niqe_pris_params.json` (from BasicSR, Apache-2.0; see `data/NOTICE`).
 Lower is better. pyiqa/basicsr cannot be imported here (torchvision), hence this code.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,15 @@ from ..errors import UserError
 from .fidelity import as_batch, rgb_to_y
 
 _BLOCK = 96
-_PARAMS = Path(__file__).resolve().parent.parent / "data" / "niqe_pris_params.npz"
+_PARAMS = Path(__file__).resolve().parent.parent / "data" / "niqe_pris_params.json"
 _SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # horizontal, vertical, two diagonals
 
 
 @functools.lru_cache(maxsize=1)
 def pristine_params() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mu 36, cov 36×36, 7×7 window) of the MATLAB release."""
-    with np.load(_PARAMS) as d:
-        return d["mu_pris_param"][0], d["cov_pris_param"], d["gaussian_window"]
+    d = {k: np.asarray(v, dtype=np.float64) for k, v in json.loads(_PARAMS.read_text()).items()}
+    return d["mu_pris_param"][0], d["cov_pris_param"], d["gaussian_window"]
 
 
 @functools.lru_cache(maxsize=1)
