@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 import torch.nn.functional as F
 
+from adcsr.core.atomic import atomic_write_text
 from adcsr.core.manifest import size_on_disk
 
 if TYPE_CHECKING:
@@ -182,7 +183,5 @@ def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
         "curves": _curves(ctx),
         "notes": notes,
     }
-    from adcsr.core.atomic import atomic_write_text
-
     atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
     return write_report(results, out)
