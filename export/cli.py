@@ -18,6 +18,7 @@ def add_parser(subparsers) -> None:
         t.add_argument("--soc", default=None, help="QNN target SoC: SM8750 (default) or SM8650")
         t.add_argument("--tile", type=int, default=None, help="static LR tile side (default 128)")
         t.add_argument("--config", default=None, help="export config YAML (default: export/configs/default.yaml)")
+        t.add_argument("--jobs", type=int, default=None, help="targets exported at once, each in its own process")
         t.add_argument("--force", action="store_true", help="replace existing output folders")
         t.set_defaults(func=_run_export, target=target)
     v = sub.add_parser("verify", help="re-run an exported folder's artifacts against the PyTorch student")
@@ -31,7 +32,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from .config import load_export_config
     from .targets import TARGETS, export
 
-    overrides = {k: v for k, v in (("soc", args.soc), ("tile", args.tile)) if v is not None}
+    overrides = {k: v for k, v in (("soc", args.soc), ("tile", args.tile), ("jobs", args.jobs)) if v is not None}
     cfg = load_export_config(args.config, **overrides)
     targets = list(TARGETS) if args.target == "all" else [args.target]
     print(json.dumps(export(args.student, args.out, targets, cfg, force=args.force), indent=2, default=str))

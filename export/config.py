@@ -23,6 +23,7 @@ class ExportConfig:
     min_fp32_psnr: float = 60.0          # fp32 artifacts vs PyTorch (dB)
     min_w8a16_psnr: float = 40.0         # W8A16 on the HTP emulator vs PyTorch (dB)
     max_equivalence: float = 1e-4        # deploy form vs training form: max|Δ| / max|y|
+    jobs: int = 1                        # targets exported at once, each in its own process
 
 
 def load_export_config(path: str | Path | None = None, **overrides) -> ExportConfig:

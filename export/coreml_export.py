@@ -14,18 +14,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .deploy import example_input
+from .deploy import exported_program
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
 
 
-def export_coreml(model: nn.Module, tile: int, path: str | os.PathLike, w8a16: bool) -> Path:
-    """Convert a deploy-form (backend "coreml") model; `w8a16` quantizes weights to int8."""
+def coreml_program(model: nn.Module, tile: int) -> "torch.export.ExportedProgram":
+    """The program both packages are converted from (export once, convert twice)."""
+    with torch.no_grad():
+        return exported_program(model, tile).run_decompositions({})
+
+
+def export_coreml(program: "torch.export.ExportedProgram", tile: int, path: str | os.PathLike, w8a16: bool) -> Path:
+    """Convert a deploy-form (backend "coreml") program; `w8a16` quantizes weights to int8."""
     import coremltools as ct
     import coremltools.optimize.coreml as cto
 
-    with torch.no_grad():
-        program = torch.export.export(model, (example_input(tile),)).run_decompositions({})
-    _drop_aliases(program)
     mlmodel = ct.convert(
         program,
         inputs=[ct.TensorType(name=INPUT_NAME, shape=(1, 3, tile, tile), dtype=ct.converters.mil.mil.types.fp32)],
@@ -40,17 +43,6 @@ def export_coreml(model: nn.Module, tile: int, path: str | os.PathLike, w8a16: b
         mlmodel = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_cfg))
     mlmodel.save(str(path))
     return Path(path)
-
-
-def _drop_aliases(program) -> None:
-    """coremltools 9 rejects `aten.alias` nodes (torch 2.13 emits one for `nn.Identity`); an alias
-    is its input, so rewire its users and delete it."""
-    graph = program.graph_module.graph
-    for node in list(graph.nodes):
-        if node.op == "call_function" and node.target == torch.ops.aten.alias.default:
-            node.replace_all_uses_with(node.args[0])
-            graph.erase_node(node)
-    program.graph_module.recompile()
 
 
 def spec_report(path: str | os.PathLike) -> dict:

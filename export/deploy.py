@@ -6,7 +6,12 @@ What changes (everything else is the diffusers modules as trained):
 - GEGLU's one projection + `chunk` becomes two linears (value, gate) holding the same rows;
 - GroupNorm per backend: QNN and Core ML keep `nn.GroupNorm` (onnxruntime's QNN preprocessing
   decomposes it in a form the HTP quantizes well; a hand decomposition loses ~35 dB on the HTP
-  emulator, FACTS §4); XNNPACK gets reshape + mean + rsqrt, which it delegates;
+  emulator, FACTS §4);
+- XNNPACK delegates only what its partitioner accepts, and every op it refuses splits the graph
+  (the first deploy form had 256 delegate partitions and took minutes to lower): GroupNorm and
+  LayerNorm become 4-D reshape + mean over the two innermost dims (its only mean) + rsqrt,
+  attention uses 3-D `bmm` (4-D `matmul` adds `expand`, which it refuses), and nearest ×2
+  upsampling is a depthwise transposed conv with a 2×2 kernel of ones (it has no nearest resize);
 - SiLU for QNN as x·(½ + ½·tanh(x/2)): the HTP (emulator) computes the Sigmoid → Mul(x, ·) pair
   wrongly when it sits between a norm and a conv (half of the tensor came out as garbage: 16 dB
   for the whole tiny student, 40 dB with this form; measured op by op against CPU QDQ);
@@ -31,7 +36,11 @@ BACKENDS: tuple[str, ...] = ("qnn", "xnnpack", "coreml")
 
 
 class Attention4D:
-    """diffusers attention processor: self-attention as two 4-D matmuls around a softmax."""
+    """diffusers attention processor: self-attention as two 4-D matmuls around a softmax
+    (`batched_3d`: the same as `bmm` over batch × heads, for XNNPACK)."""
+
+    def __init__(self, batched_3d: bool = False):
+        self.batched_3d = batched_3d
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
         if encoder_hidden_states is not None or attention_mask is not None or attn.spatial_norm is not None:
@@ -56,8 +65,13 @@ class Attention4D:
         q = q.reshape(b, n, heads, d).permute(0, 2, 1, 3) * attn.scale
         k = k.reshape(b, n, heads, d).permute(0, 2, 3, 1)
         v = v.reshape(b, n, heads, d).permute(0, 2, 1, 3)
-        probs = torch.softmax(torch.matmul(q, k), dim=-1)
-        out = torch.matmul(probs, v).permute(0, 2, 1, 3).reshape(b, n, heads * d)
+        if self.batched_3d:
+            probs = torch.softmax(torch.bmm(q.reshape(b * heads, n, d), k.reshape(b * heads, d, n)), dim=-1)
+            out = torch.bmm(probs, v.reshape(b * heads, n, d)).reshape(b, heads, n, d)
+        else:
+            probs = torch.softmax(torch.matmul(q, k), dim=-1)
+            out = torch.matmul(probs, v)
+        out = out.permute(0, 2, 1, 3).reshape(b, n, heads * d)
         out = attn.to_out[1](attn.to_out[0](out))
         if spatial:
             out = out.transpose(1, 2).reshape(b, -1, h, w)
@@ -94,8 +108,16 @@ class TanhSiLU(nn.Module):
         return x * (0.5 + 0.5 * torch.tanh(0.5 * x))
 
 
+def _normalise_4d(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """(x − mean) / sqrt(var + eps) over the two innermost dims of a 4-D tensor."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    centred = x - mean
+    var = (centred * centred).mean(dim=(2, 3), keepdim=True)
+    return centred * torch.rsqrt(var + eps)
+
+
 class DecomposedGroupNorm(nn.Module):
-    """GroupNorm as reshape + mean + rsqrt (what XNNPACK delegates); any rank ≥ 3, channels at dim 1."""
+    """GroupNorm as 4-D reshape + mean + rsqrt (what XNNPACK delegates); any rank ≥ 3, channels at dim 1."""
 
     def __init__(self, gn: nn.GroupNorm):
         super().__init__()
@@ -105,15 +127,50 @@ class DecomposedGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        g = x.reshape(shape[0], self.groups, -1)
-        mean = g.mean(dim=-1, keepdim=True)
-        centred = g - mean
-        var = (centred * centred).mean(dim=-1, keepdim=True)
-        y = (centred * torch.rsqrt(var + self.eps)).reshape(shape)
+        y = _normalise_4d(x.reshape(shape[0], self.groups, shape[1] // self.groups, -1), self.eps).reshape(shape)
         if self.weight is not None:
             affine = (1, -1) + (1,) * (len(shape) - 2)
             y = y * self.weight.reshape(affine) + self.bias.reshape(affine)
         return y
+
+
+class DecomposedLayerNorm(nn.Module):
+    """LayerNorm over the last dim as 4-D reshape + mean + rsqrt (what XNNPACK delegates)."""
+
+    def __init__(self, ln: nn.LayerNorm):
+        super().__init__()
+        if len(ln.normalized_shape) != 1:
+            raise UserError("the deploy form supports LayerNorm over the last dimension only")
+        self.eps = ln.eps
+        self.weight = ln.weight
+        self.bias = ln.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = _normalise_4d(x.reshape(1, -1, 1, shape[-1]), self.eps).reshape(shape)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+class ConvTransposeUpsample2D(nn.Module):
+    """diffusers' Upsample2D (nearest ×2, then its conv) with the upsampling as a depthwise
+    transposed conv whose 2×2 kernel is all ones: the same numbers, an op XNNPACK delegates."""
+
+    def __init__(self, up: nn.Module):
+        super().__init__()
+        if up.norm is not None or up.use_conv_transpose or not up.interpolate:
+            raise UserError("the deploy form supports nearest ×2 Upsample2D only")
+        c = up.channels
+        self.upsample = nn.ConvTranspose2d(c, c, 2, stride=2, groups=c, bias=False)
+        nn.init.ones_(self.upsample.weight)
+        self.upsample.weight.requires_grad_(False)
+        self.conv = up.conv if up.use_conv else nn.Identity()
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        return self.conv(self.upsample(x))
 
 
 class StaticStudent(nn.Module):
@@ -131,17 +188,19 @@ class StaticStudent(nn.Module):
 def _swap_modules(root: nn.Module, backend: str) -> None:
     from diffusers.models.activations import GEGLU
     from diffusers.models.attention_processor import Attention
+    from diffusers.models.upsampling import Upsample2D
 
+    xnnpack = {nn.GroupNorm: DecomposedGroupNorm, nn.LayerNorm: DecomposedLayerNorm, Upsample2D: ConvTransposeUpsample2D}
     for name, module in list(root.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, GEGLU):
                 setattr(module, child_name, SplitGEGLU(child))
-            elif backend == "xnnpack" and isinstance(child, nn.GroupNorm):
-                setattr(module, child_name, DecomposedGroupNorm(child))
+            elif backend == "xnnpack" and type(child) in xnnpack:
+                setattr(module, child_name, xnnpack[type(child)](child))
             elif backend == "qnn" and isinstance(child, nn.SiLU):
                 setattr(module, child_name, TanhSiLU())
         if isinstance(module, Attention):
-            module.set_processor(Attention4D())
+            module.set_processor(Attention4D(batched_3d=backend == "xnnpack"))
 
 
 def deploy_form(student: nn.Module, backend: str = "qnn", tile: int = 128) -> StaticStudent:
@@ -156,6 +215,21 @@ def deploy_form(student: nn.Module, backend: str = "qnn", tile: int = 128) -> St
         p.requires_grad_(False)
     _swap_modules(model, backend)
     return StaticStudent(model, tile).eval()
+
+
+def exported_program(model: nn.Module, tile: int) -> "torch.export.ExportedProgram":
+    """`torch.export` of a deploy-form model at its tile, without `aten.alias` nodes: torch 2.13
+    emits one for a no-op crop, which coremltools rejects and XNNPACK does not delegate (it split
+    the program in two). An alias is its input, so its users are rewired and it is deleted."""
+    with torch.no_grad():
+        program = torch.export.export(model, (example_input(tile),))
+    graph = program.graph_module.graph
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target == torch.ops.aten.alias.default:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    program.graph_module.recompile()
+    return program
 
 
 def example_input(tile: int, batch: int = 1) -> torch.Tensor:

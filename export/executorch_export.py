@@ -14,7 +14,7 @@ from torch import nn
 
 from adcsr.core.errors import UserError
 
-from .deploy import example_input
+from .deploy import example_input, exported_program
 
 
 def export_xnnpack(model: nn.Module, tile: int, path: str | os.PathLike) -> Path:
@@ -23,8 +23,7 @@ def export_xnnpack(model: nn.Module, tile: int, path: str | os.PathLike) -> Path
     from executorch.exir import to_edge_transform_and_lower
 
     with torch.no_grad():
-        program = torch.export.export(model, (example_input(tile),))
-        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
+        lowered = to_edge_transform_and_lower(exported_program(model, tile), partitioner=[XnnpackPartitioner()]).to_executorch()
     Path(path).write_bytes(lowered.buffer)
     return Path(path)
 

@@ -7,6 +7,8 @@ Layout under `out`: `onnx/` (fp32 + W8A16 QDQ), `qnn-<SOC>/` (EPContext model + 
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import multiprocessing.connection
 import os
 import time
 from pathlib import Path
@@ -186,10 +188,10 @@ def export_coreml(ctx: Context, out: Path, force: bool = False) -> dict:
     t0 = time.perf_counter()
     with atomic_dir(folder, overwrite=force) as tmp:
         with tqdm(total=2, desc="export coreml", disable=not ctx.progress) as steps:
-            model = ctx.deploy("coreml")
+            program = cm.coreml_program(ctx.deploy("coreml"), cfg.tile)
             files = []
             for w8a16, name in ((False, "student_fp32.mlpackage"), (True, "student_w8a16.mlpackage")):
-                path = cm.export_coreml(model, cfg.tile, tmp / name, w8a16)
+                path = cm.export_coreml(program, cfg.tile, tmp / name, w8a16)
                 spec = cm.spec_report(path)
                 cm.check_spec(spec, cfg.tile, w8a16)
                 files.append({"file": name, "kind": "w8a16" if w8a16 else "fp32", "spec": spec})
@@ -213,5 +215,57 @@ def export(student: str | os.PathLike, out: str | os.PathLike, targets: list[str
     get_soc(cfg.soc)
     if cfg.tile <= 0 or cfg.tile % 16:
         raise UserError(f"--tile must be a positive multiple of 16, got {cfg.tile}")
-    ctx = Context(StudentRef.parse(str(student), cfg.seed), cfg, progress)
-    return {t: EXPORTERS[t](ctx, Path(out), force) for t in targets}
+    if cfg.jobs < 1:
+        raise UserError(f"jobs must be at least 1, got {cfg.jobs}")
+    ref = StudentRef.parse(str(student), cfg.seed)
+    if cfg.jobs == 1 or len(targets) == 1:
+        ctx = Context(ref, cfg, progress)
+        return {t: EXPORTERS[t](ctx, Path(out), force) for t in targets}
+    return _export_in_processes(ref, Path(out), targets, cfg, force, progress)
+
+
+def _export_in_processes(ref: StudentRef, out: Path, targets: list[str], cfg: ExportConfig, force: bool,
+                         progress: bool) -> dict:
+    """Each target in its own spawned process, `cfg.jobs` at a time. Lowering to ExecuTorch and
+    converting to Core ML are single-threaded Python, so on a few cores they overlap well with
+    each other and with the QNN path. Every target still writes atomically; after a failure the
+    others finish, then the first error is raised."""
+    ctx = mp.get_context("spawn")
+    pending, running, results, errors = list(targets), {}, {}, []
+    with tqdm(total=len(targets), desc="export targets", disable=not progress) as bar:
+        while pending or running:
+            while pending and len(running) < cfg.jobs:
+                target = pending.pop(0)
+                parent, child = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_export_one, args=(child, ref, out, target, cfg, force))
+                proc.start()
+                child.close()
+                running[parent] = (target, proc)
+            for conn in mp.connection.wait(list(running)):
+                target, proc = running.pop(conn)
+                try:
+                    status, value = conn.recv()
+                except EOFError:
+                    status, value = "error", "its process died"
+                proc.join()
+                if status == "error" and value == "its process died":
+                    value += f" (exit code {proc.exitcode})"
+                if status == "ok":
+                    results[target] = value
+                else:
+                    errors.append((status, f"export {target}: {value}"))
+                bar.update()
+    if errors:
+        status, message = errors[0]
+        raise (UserError if status == "user" else RuntimeError)(message)
+    return {t: results[t] for t in targets}
+
+
+def _export_one(conn, ref: StudentRef, out: Path, target: str, cfg: ExportConfig, force: bool) -> None:
+    try:
+        ctx = Context(ref, cfg, progress=False)
+        conn.send(("ok", EXPORTERS[target](ctx, out, force)))
+    except UserError as e:
+        conn.send(("user", str(e)))
+    except Exception as e:  # noqa: BLE001 - reported in the parent with the target's name
+        conn.send(("error", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"))
