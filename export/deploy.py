@@ -4,9 +4,13 @@ What changes (everything else is the diffusers modules as trained):
 - self-attention runs as 4-D matmul + softmax over (batch, heads, tokens, head_dim) instead of
   SDPA (whose "safe softmax" XNNPACK does not delegate and QNN cannot map);
 - GEGLU's one projection + `chunk` becomes two linears (value, gate) holding the same rows;
-- GroupNorm per backend: QNN and Core ML keep `nn.GroupNorm` (onnxruntime's QNN preprocessing
-  decomposes it in a form the HTP quantizes well; a hand decomposition loses ~35 dB on the HTP
-  emulator, FACTS §4);
+- GroupNorm per backend: Core ML keeps `nn.GroupNorm`; QNN gets InstanceNorm over (N, groups, ·)
+  plus the per-channel affine. onnxruntime's QNN preprocessing decomposes a raw GroupNormalization
+  into ReduceMean(x²) − ReduceMean(x)², which the HTP emulator got badly wrong once a group held
+  65 536 elements (the tiny student's decoder at LR tile 64: 29.6 dB for the whole model against
+  55 dB for the same QDQ model on the CPU provider; bisected tensor by tensor); InstanceNorm is a
+  native HTP op and gives 55.5 dB there. A mean/variance/rsqrt decomposition by hand loses ~35 dB
+  on the HTP (FACTS §4), so XNNPACK's form below is not used for QNN;
 - XNNPACK delegates only what its partitioner accepts, and every op it refuses splits the graph
   (the first deploy form had 256 delegate partitions and took minutes to lower): GroupNorm and
   LayerNorm become 4-D reshape + mean over the two innermost dims (its only mean) + rsqrt,
@@ -134,6 +138,24 @@ class DecomposedGroupNorm(nn.Module):
         return y
 
 
+class InstanceNormGroupNorm(nn.Module):
+    """GroupNorm as InstanceNorm over (N, groups, C/groups·H·W), then the per-channel affine."""
+
+    def __init__(self, gn: nn.GroupNorm):
+        super().__init__()
+        self.groups, self.eps = gn.num_groups, gn.eps
+        self.weight = gn.weight
+        self.bias = gn.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        y = F.instance_norm(x.reshape(shape[0], self.groups, -1), eps=self.eps).reshape(shape)
+        if self.weight is not None:
+            affine = (1, -1) + (1,) * (len(shape) - 2)
+            y = y * self.weight.reshape(affine) + self.bias.reshape(affine)
+        return y
+
+
 class DecomposedLayerNorm(nn.Module):
     """LayerNorm over the last dim as 4-D reshape + mean + rsqrt (what XNNPACK delegates)."""
 
@@ -199,6 +221,8 @@ def _swap_modules(root: nn.Module, backend: str) -> None:
                 setattr(module, child_name, xnnpack[type(child)](child))
             elif backend == "qnn" and isinstance(child, nn.SiLU):
                 setattr(module, child_name, TanhSiLU())
+            elif backend == "qnn" and isinstance(child, nn.GroupNorm):
+                setattr(module, child_name, InstanceNormGroupNorm(child))
         if isinstance(module, Attention):
             module.set_processor(Attention4D(batched_3d=backend == "xnnpack"))
 

@@ -85,24 +85,45 @@ def htp_session(model: str | os.PathLike, soc: Soc, *, context_out: str | os.Pat
 
 
 def compile_context(qdq_model: str | os.PathLike, out_dir: str | os.PathLike, soc: Soc, stem: str = "student") -> Path:
-    """Compile a QDQ model into `<stem>_ctx.onnx` + QNN context `.bin` in `out_dir`; check coverage.
+    """Compile a QDQ model into `<stem>_ctx.onnx` + QNN context `.bin` in `out_dir`.
 
-    Raises `UserError` naming every node that would not run on HTP. The independent check — a
-    session on the QDQ model with CPU fallback disabled — is `htp_session(..., cpu_fallback=False)`,
-    which `targets.export_qnn` uses for its parity run.
+    The compiling session has CPU fallback disabled, so it only succeeds when every node runs on
+    HTP; the written EPContext model is then checked by counting its nodes too. On failure the
+    model is compiled once more with fallback allowed, only to name the nodes left outside, and a
+    `UserError` lists them.
     """
     out_dir = Path(out_dir)
     ctx = out_dir / f"{stem}_ctx.onnx"
     try:
-        htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=True)
+        htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=False)
     except Exception as e:  # noqa: BLE001 - the EP reports unsupported graphs as generic failures
-        raise UserError(f"QNN compilation for {soc.name} failed: {str(e).splitlines()[0]}") from None
+        clear_context(out_dir, stem)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        try:
+            htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=True)
+        except Exception:  # noqa: BLE001 - not compilable at all: report the first failure
+            raise UserError(f"QNN compilation for {soc.name} failed: {first}") from None
+        offending = coverage(ctx, qdq_model)["offending_nodes"]
+        clear_context(out_dir, stem)
+        if not offending:
+            raise UserError(f"QNN compilation for {soc.name} failed with CPU fallback disabled: {first}") from None
+        _raise_offending(offending, soc)
     report = coverage(ctx, qdq_model)
     if report["offending_nodes"]:
-        names = ", ".join(f"{n} ({op})" for n, op in report["offending_nodes"])
-        raise UserError(f"not 100% on HTP for {soc.name}: {len(report['offending_nodes'])} node(s) "
-                        f"would run on the CPU: {names}")
+        _raise_offending(report["offending_nodes"], soc)
     return ctx
+
+
+def _raise_offending(offending: list[tuple[str, str]], soc: Soc) -> None:
+    names = ", ".join(f"{n} ({op})" for n, op in offending)
+    raise UserError(f"not 100% on HTP for {soc.name}: {len(offending)} node(s) would run on the CPU: {names}")
+
+
+def clear_context(out_dir: Path, stem: str = "student") -> None:
+    """Remove a previous compilation's files (the EP refuses to overwrite them)."""
+    for f in out_dir.iterdir():
+        if f.name.startswith(f"{stem}_ctx") or f.suffix == ".bin":
+            f.unlink()
 
 
 def coverage(ctx_model: str | os.PathLike, qdq_model: str | os.PathLike | None = None) -> dict:

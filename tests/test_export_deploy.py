@@ -4,13 +4,14 @@ import pytest
 import torch
 from diffusers.models.activations import GEGLU
 from diffusers.models.attention_processor import Attention
+from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from adcsr.core.errors import UserError
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.export.calibration import lr_tiles
-from adcsr.export.deploy import (Attention4D, DecomposedGroupNorm, SplitGEGLU, TanhSiLU, deploy_form,
-                                 relative_max_diff)
+from adcsr.export.deploy import (Attention4D, ConvTransposeUpsample2D, DecomposedGroupNorm, DecomposedLayerNorm,
+                                 InstanceNormGroupNorm, SplitGEGLU, TanhSiLU, deploy_form, relative_max_diff)
 
 TILE = 32
 
@@ -41,9 +42,13 @@ def test_deploy_form_matches_training_form_on_real_photos(student, photos, backe
     mods = list(deployed.modules())
     assert not any(isinstance(m, GEGLU) for m in mods) and any(isinstance(m, SplitGEGLU) for m in mods)
     assert all(isinstance(m.processor, Attention4D) for m in mods if isinstance(m, Attention))
-    decomposed = any(isinstance(m, DecomposedGroupNorm) for m in mods)
-    kept = any(type(m) is nn.GroupNorm for m in mods)
-    assert (decomposed, kept) == ((True, False) if backend == "xnnpack" else (False, True))
+    norms = {type(m) for m in mods} & {nn.GroupNorm, nn.LayerNorm, DecomposedGroupNorm, DecomposedLayerNorm,
+                                       InstanceNormGroupNorm}
+    assert norms == {"xnnpack": {DecomposedGroupNorm, DecomposedLayerNorm},
+                     "qnn": {InstanceNormGroupNorm, nn.LayerNorm},
+                     "coreml": {nn.GroupNorm, nn.LayerNorm}}[backend]
+    ups = {type(m) for m in mods} & {Upsample2D, ConvTransposeUpsample2D}
+    assert ups == ({ConvTransposeUpsample2D} if backend == "xnnpack" else {Upsample2D})
     # QNN: no SiLU left as Sigmoid → Mul (the HTP computes that pair wrongly after a norm)
     silu = any(type(m) is nn.SiLU for m in mods)
     assert (silu, any(isinstance(m, TanhSiLU) for m in mods)) == ((False, True) if backend == "qnn" else (True, False))

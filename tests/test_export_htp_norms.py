@@ -1,0 +1,69 @@
+"""GroupNorm over large groups on the HTP emulator: the QNN deploy form must stay accurate where
+onnxruntime's own GroupNormalization decomposition breaks.
+
+The decomposition `qnn_preprocess_model` writes (ReduceMean of x², ReduceMean of x, subtract)
+came out wrong on the SM8750 HTP emulator once a group held 65 536 elements or more (the tiny
+student's decoder at an LR tile of 64: 29.6 dB for the whole model, against 55 dB for the same
+QDQ model on the CPU provider). The deploy form writes GroupNorm as InstanceNormalization over
+(N, groups, ·), which the HTP computes natively.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from adcsr.export import w8a16
+from adcsr.export.deploy import InstanceNormGroupNorm, example_input
+from adcsr.export.onnx_export import export_onnx
+from adcsr.export.runtime import htp_artifact
+
+TILE = 128  # one group of 16 channels × 128² = 262 144 elements
+
+
+class NormNet(nn.Module):
+    def __init__(self, norm: nn.Module):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, 16, 3, padding=1)
+        self.norm = norm
+        self.conv_out = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv_out(torch.tanh(self.norm(self.conv_in(x)))))
+
+
+def _net() -> NormNet:
+    torch.manual_seed(0)
+    gn = nn.GroupNorm(1, 16)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-0.3, 0.3)
+    net = NormNet(gn).eval()
+    with torch.no_grad():
+        net.conv_in.bias.add_(0.5)  # a mean far from zero: the case where E[x²] − E[x]² cancels
+    return net
+
+
+def test_instance_norm_group_norm_is_group_norm():
+    net = _net()
+    x = example_input(TILE, batch=2)
+    with torch.no_grad():
+        ref = net(x)
+        net.norm = InstanceNormGroupNorm(net.norm)
+        assert torch.allclose(net(x), ref, atol=1e-5)
+
+
+def test_large_group_norm_is_accurate_on_the_htp_emulator(tmp_path):
+    net = _net()
+    net.norm = InstanceNormGroupNorm(net.norm)
+    x = example_input(TILE, batch=1)
+    calib = torch.rand(4, 3, TILE, TILE, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = net(x).numpy()
+    fp32 = export_onnx(net, TILE, tmp_path / "net.onnx")
+    pre = w8a16.preprocess(fp32, tmp_path / "pre.onnx")
+    cache = w8a16.calibrate(pre, calib.numpy(), tmp_path / "ranges.json")
+    w8a16.quantize_w8a16(pre, tmp_path / "qdq.onnx", cache)
+    htp = htp_artifact(tmp_path / "qdq.onnx", "SM8750", "w8a16_qdq", TILE, cpu_fallback=False)
+    assert w8a16.psnr(ref, htp(x).numpy()) >= 40.0
