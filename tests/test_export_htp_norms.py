@@ -5,12 +5,13 @@ The decomposition `qnn_preprocess_model` writes (ReduceMean of x², ReduceMean o
 came out wrong on the SM8750 HTP emulator once a group held 65 536 elements or more (the tiny
 student's decoder at an LR tile of 64: 29.6 dB for the whole model, against 55 dB for the same
 QDQ model on the CPU provider). The deploy form writes GroupNorm as InstanceNormalization over
-(N, groups, ·), which the HTP computes natively.
+(N, groups, ·), which the HTP computes natively. The net below, with `nn.GroupNorm` left to the
+preprocessing, measured 19.3 dB on the emulator (its ReduceMean of the signed input was wrong,
+that of x² right; consistent with a 32-bit sum of 16-bit codes overflowing).
 """
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -19,15 +20,15 @@ from adcsr.export.deploy import InstanceNormGroupNorm, example_input
 from adcsr.export.onnx_export import export_onnx
 from adcsr.export.runtime import htp_artifact
 
-TILE = 128  # one group of 16 channels × 128² = 262 144 elements
+TILE = 128  # 8 groups of 4 channels × 128² = 65 536 elements, as in the tiny student's decoder at tile 64
 
 
 class NormNet(nn.Module):
     def __init__(self, norm: nn.Module):
         super().__init__()
-        self.conv_in = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv_in = nn.Conv2d(3, 32, 3, padding=1)
         self.norm = norm
-        self.conv_out = nn.Conv2d(16, 3, 3, padding=1)
+        self.conv_out = nn.Conv2d(32, 3, 3, padding=1)
 
     def forward(self, x):
         return torch.sigmoid(self.conv_out(torch.tanh(self.norm(self.conv_in(x)))))
@@ -35,14 +36,11 @@ class NormNet(nn.Module):
 
 def _net() -> NormNet:
     torch.manual_seed(0)
-    gn = nn.GroupNorm(1, 16)
+    gn = nn.GroupNorm(8, 32)
     with torch.no_grad():
         gn.weight.uniform_(0.5, 1.5)
         gn.bias.uniform_(-0.3, 0.3)
-    net = NormNet(gn).eval()
-    with torch.no_grad():
-        net.conv_in.bias.add_(0.5)  # a mean far from zero: the case where E[x²] − E[x]² cancels
-    return net
+    return NormNet(gn).eval()
 
 
 def test_instance_norm_group_norm_is_group_norm():
