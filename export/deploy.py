@@ -149,11 +149,10 @@ class InstanceNormGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = F.instance_norm(x.reshape(shape[0], self.groups, -1), eps=self.eps).reshape(shape)
-        if self.weight is not None:
-            affine = (1, -1) + (1,) * (len(shape) - 2)
-            y = y * self.weight.reshape(affine) + self.bias.reshape(affine)
-        return y
+        y = F.instance_norm(x.reshape(shape[0], self.groups, -1), eps=self.eps).reshape(shape[0], shape[1], -1)
+        if self.weight is not None:  # on (N, C, H·W) with (C, 1): the 4-D broadcast broke on the HTP
+            y = y * self.weight[:, None] + self.bias[:, None]
+        return y.reshape(shape)
 
 
 class DecomposedLayerNorm(nn.Module):
