@@ -114,7 +114,10 @@ def calibrate(pre_model: str | os.PathLike, calibration: np.ndarray, cache: str 
         chunk = names[start:start + group]
         del proto.graph.output[:]
         proto.graph.output.extend(infos[t] for t in chunk)
-        session = ort.InferenceSession(_serialize(proto, pre_model), sess_options=so, providers=["CPUExecutionProvider"])
+        model = _serialize(proto, pre_model)
+        session = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+        if isinstance(model, str):  # the session has read it: no scratch file left in the artifact folder
+            Path(model).unlink()
         for image in calibration:
             for t, v in zip(chunk, session.run(chunk, {INPUT_NAME: image[None].astype(np.float32)})):
                 lo, hi = np.float32(v.min()), np.float32(v.max())
