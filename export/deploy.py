@@ -4,13 +4,15 @@ What changes (everything else is the diffusers modules as trained):
 - self-attention runs as 4-D matmul + softmax over (batch, heads, tokens, head_dim) instead of
   SDPA (whose "safe softmax" XNNPACK does not delegate and QNN cannot map);
 - GEGLU's one projection + `chunk` becomes two linears (value, gate) holding the same rows;
-- GroupNorm per backend: Core ML keeps `nn.GroupNorm`; QNN gets InstanceNorm over (N, groups, ·)
-  plus the per-channel affine. onnxruntime's QNN preprocessing decomposes a raw GroupNormalization
-  into ReduceMean(x²) − ReduceMean(x)², which the HTP emulator got badly wrong once a group held
-  65 536 elements (the tiny student's decoder at LR tile 64: 29.6 dB for the whole model against
-  55 dB for the same QDQ model on the CPU provider; bisected tensor by tensor); InstanceNorm is a
-  native HTP op and gives 55.5 dB there. A mean/variance/rsqrt decomposition by hand loses ~35 dB
-  on the HTP (FACTS §4), so XNNPACK's form below is not used for QNN;
+- GroupNorm per backend: Core ML keeps `nn.GroupNorm`. QNN keeps it too (onnxruntime's QNN
+  preprocessing decomposes it; fast and exact on the HTP emulator for small groups) except where
+  a group holds more than `HTP_MAX_GROUP_ELEMENTS` at the export tile: there that decomposition's
+  ReduceMean of the signed input came out wrong on the emulator (the tiny student's decoder at
+  LR tile 64: 29.6 dB for the whole model against 55 dB for the same QDQ model on the CPU
+  provider; bisected tensor by tensor), and GroupNorm becomes InstanceNorm over (N, groups, ·)
+  with the affine on (N, C, H·W) — correct (55.5 dB), but ~7× slower on the emulator, so it is
+  used only where needed. A mean/variance/rsqrt decomposition by hand loses ~35 dB on the HTP
+  (FACTS §4), so XNNPACK's form below is not used for QNN;
 - XNNPACK delegates only what its partitioner accepts, and every op it refuses splits the graph
   (the first deploy form had 256 delegate partitions and took minutes to lower): GroupNorm and
   LayerNorm become 4-D reshape + mean over the two innermost dims (its only mean) + rsqrt,
@@ -139,7 +141,9 @@ class DecomposedGroupNorm(nn.Module):
 
 
 class InstanceNormGroupNorm(nn.Module):
-    """GroupNorm as InstanceNorm over (N, groups, C/groups·H·W), then the per-channel affine."""
+    """GroupNorm as InstanceNorm over (N, groups, C/groups·H·W), then the per-channel affine on
+    (N, C, H·W): as a 4-D broadcast Mul with (1, C, 1, 1) constants it came out wrong on the HTP
+    emulator after an 8×8 norm (40.7 dB for the whole student), as a depthwise 1×1 conv too."""
 
     def __init__(self, gn: nn.GroupNorm):
         super().__init__()
@@ -206,7 +210,7 @@ class StaticStudent(nn.Module):
         return self.student(lr)
 
 
-def _swap_modules(root: nn.Module, backend: str) -> None:
+def _swap_modules(root: nn.Module, backend: str, large_groups: set[int]) -> None:
     from diffusers.models.activations import GEGLU
     from diffusers.models.attention_processor import Attention
     from diffusers.models.upsampling import Upsample2D
@@ -220,7 +224,7 @@ def _swap_modules(root: nn.Module, backend: str) -> None:
                 setattr(module, child_name, xnnpack[type(child)](child))
             elif backend == "qnn" and isinstance(child, nn.SiLU):
                 setattr(module, child_name, TanhSiLU())
-            elif backend == "qnn" and isinstance(child, nn.GroupNorm):
+            elif backend == "qnn" and isinstance(child, nn.GroupNorm) and id(child) in large_groups:
                 setattr(module, child_name, InstanceNormGroupNorm(child))
         if isinstance(module, Attention):
             module.set_processor(Attention4D(batched_3d=backend == "xnnpack"))
@@ -236,8 +240,32 @@ def deploy_form(student: nn.Module, backend: str = "qnn", tile: int = 128) -> St
     model = copy.deepcopy(student).eval().float()
     for p in model.parameters():
         p.requires_grad_(False)
-    _swap_modules(model, backend)
+    _swap_modules(model, backend, _large_group_norms(model, tile) if backend == "qnn" else set())
     return StaticStudent(model, tile).eval()
+
+
+# Above this many elements per group a 32-bit sum of 16-bit codes can overflow (32 768 × 65 535 < 2³¹).
+HTP_MAX_GROUP_ELEMENTS = 32768
+
+
+def _large_group_norms(model: nn.Module, tile: int) -> set[int]:
+    """ids of the GroupNorms whose groups exceed `HTP_MAX_GROUP_ELEMENTS` at LR `tile`², found
+    by one shape-recording forward pass."""
+    large: set[int] = set()
+
+    def record(module, inputs, _output):
+        x = inputs[0]
+        if x[0].numel() // module.num_groups > HTP_MAX_GROUP_ELEMENTS:
+            large.add(id(module))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.GroupNorm)]
+    try:
+        with torch.no_grad():
+            model(example_input(tile))
+    finally:
+        for h in hooks:
+            h.remove()
+    return large
 
 
 def exported_program(model: nn.Module, tile: int) -> "torch.export.ExportedProgram":

@@ -11,7 +11,8 @@ from adcsr.core.errors import UserError
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.export.calibration import lr_tiles
 from adcsr.export.deploy import (Attention4D, ConvTransposeUpsample2D, DecomposedGroupNorm, DecomposedLayerNorm,
-                                 InstanceNormGroupNorm, SplitGEGLU, TanhSiLU, deploy_form, relative_max_diff)
+                                 HTP_MAX_GROUP_ELEMENTS, InstanceNormGroupNorm, SplitGEGLU, TanhSiLU,
+                                 deploy_form, relative_max_diff)
 
 TILE = 32
 
@@ -45,7 +46,7 @@ def test_deploy_form_matches_training_form_on_real_photos(student, photos, backe
     norms = {type(m) for m in mods} & {nn.GroupNorm, nn.LayerNorm, DecomposedGroupNorm, DecomposedLayerNorm,
                                        InstanceNormGroupNorm}
     assert norms == {"xnnpack": {DecomposedGroupNorm, DecomposedLayerNorm},
-                     "qnn": {InstanceNormGroupNorm, nn.LayerNorm},
+                     "qnn": {nn.GroupNorm, InstanceNormGroupNorm, nn.LayerNorm},  # which where: the test below
                      "coreml": {nn.GroupNorm, nn.LayerNorm}}[backend]
     ups = {type(m) for m in mods} & {Upsample2D, ConvTransposeUpsample2D}
     assert ups == ({ConvTransposeUpsample2D} if backend == "xnnpack" else {Upsample2D})
@@ -54,6 +55,24 @@ def test_deploy_form_matches_training_form_on_real_photos(student, photos, backe
     assert (silu, any(isinstance(m, TanhSiLU) for m in mods)) == ((False, True) if backend == "qnn" else (True, False))
     # the student itself is untouched
     assert any(isinstance(m, GEGLU) for m in student.modules())
+
+
+def test_qnn_form_uses_instance_norm_exactly_for_the_large_groups(student):
+    tile = 128  # the decoder's last norms hold 4 channels × 512² per group
+    deployed = deploy_form(student, "qnn", tile)
+    sizes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, i[0][0].numel() // getattr(m, "num_groups", getattr(m, "groups", 0))))
+             for m in deployed.modules() if isinstance(m, (nn.GroupNorm, InstanceNormGroupNorm))]
+    x = lr_tiles("heldout", tile, 1, seed=2)
+    with torch.no_grad():
+        out = deployed(x)
+        ref = student(x)
+    for h in hooks:
+        h.remove()
+    assert relative_max_diff(ref, out) <= 1e-4
+    large = {type(m) for m, n in sizes.items() if n > HTP_MAX_GROUP_ELEMENTS}
+    small = {type(m) for m, n in sizes.items() if n <= HTP_MAX_GROUP_ELEMENTS}
+    assert large == {InstanceNormGroupNorm} and small == {nn.GroupNorm}
 
 
 def test_split_geglu_is_the_same_function_and_a_broken_split_is_not():
