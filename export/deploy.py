@@ -122,14 +122,18 @@ def _normalise_4d(x: torch.Tensor, eps: float) -> torch.Tensor:
     return centred * torch.rsqrt(var + eps)
 
 
-class DecomposedGroupNorm(nn.Module):
-    """GroupNorm as 4-D reshape + mean + rsqrt (what XNNPACK delegates); any rank ≥ 3, channels at dim 1."""
+class _GroupNormForm(nn.Module):
+    """A GroupNorm rewritten for one backend: the original's groups, eps and affine parameters."""
 
     def __init__(self, gn: nn.GroupNorm):
         super().__init__()
         self.groups, self.eps = gn.num_groups, gn.eps
         self.weight = gn.weight
         self.bias = gn.bias
+
+
+class DecomposedGroupNorm(_GroupNormForm):
+    """GroupNorm as 4-D reshape + mean + rsqrt (what XNNPACK delegates); any rank ≥ 3, channels at dim 1."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -140,16 +144,10 @@ class DecomposedGroupNorm(nn.Module):
         return y
 
 
-class InstanceNormGroupNorm(nn.Module):
+class InstanceNormGroupNorm(_GroupNormForm):
     """GroupNorm as InstanceNorm over (N, groups, C/groups·H·W), then the per-channel affine on
     (N, C, H·W): as a 4-D broadcast Mul with (1, C, 1, 1) constants it came out wrong on the HTP
     emulator after an 8×8 norm (40.7 dB for the whole student), as a depthwise 1×1 conv too."""
-
-    def __init__(self, gn: nn.GroupNorm):
-        super().__init__()
-        self.groups, self.eps = gn.num_groups, gn.eps
-        self.weight = gn.weight
-        self.bias = gn.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape

@@ -233,11 +233,10 @@ def _export_in_processes(ref: StudentRef, out: Path, targets: list[str], cfg: Ex
                 target, proc = running.pop(conn)
                 try:
                     status, value = conn.recv()
+                    proc.join()
                 except EOFError:
-                    status, value = "error", "its process died"
-                proc.join()
-                if status == "error" and value == "its process died":
-                    value += f" (exit code {proc.exitcode})"
+                    proc.join()
+                    status, value = "error", f"its process died (exit code {proc.exitcode})"
                 if status == "ok":
                     results[target] = value
                 else:
