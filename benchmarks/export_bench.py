@@ -6,6 +6,11 @@ coverage and parity vs PyTorch. Random weights make the W8A16 figure a mechanics
 quality claim; the ≤ 0.47 GB budget applies to the QNN context binary.
 
     python benchmarks/export_bench.py --out /tmp/bench --tile 64 [--targets qnn executorch coreml]
+    python benchmarks/export_bench.py --out /tmp/bench --tile 128 --compile-only
+
+`--compile-only` stops the QNN path after the context binary (100% HTP is still enforced) and
+skips the emulator parity run, which at full size takes hours per 128² tile: the way to measure
+the binary's size at the default tile.
 """
 
 from __future__ import annotations
@@ -15,7 +20,11 @@ import json
 import time
 from pathlib import Path
 
+from adcsr.export import calibration, qnn, w8a16
 from adcsr.export.config import load_export_config
+from adcsr.export.deploy import deploy_form
+from adcsr.export.onnx_export import export_onnx
+from adcsr.export.student_io import StudentRef
 from adcsr.export.targets import export
 
 CONTEXT_BUDGET_BYTES = int(0.47e9)
@@ -32,6 +41,32 @@ def _row(folder: Path) -> list[str]:
     return rows
 
 
+def compile_only(preset: str, out: Path, tile: int, soc: str, calibration_count: int) -> Path:
+    """fp32 ONNX → preprocess → calibrate → W8A16 QDQ → context binary; returns the `.bin`."""
+    out.mkdir(parents=True, exist_ok=True)
+    student = StudentRef.parse(f"preset:{preset}", 0).load()
+    fp32 = export_onnx(deploy_form(student, "qnn", tile), tile, out / "student_fp32.onnx")
+    del student
+    pre = w8a16.preprocess(fp32, out / "student_fp32_qnnprep.onnx")
+    ranges = w8a16.calibrate(pre, calibration.lr_tiles("train", tile, calibration_count, 0).numpy(),
+                             out / "calibration_ranges.json")
+    qdq = out / "student_w8a16_qdq.onnx"
+    w8a16.quantize_w8a16(pre, qdq, ranges)
+    ctx_dir = out / f"qnn-{soc}"
+    ctx_dir.mkdir(exist_ok=True)
+    qnn.clear_context(ctx_dir)
+    ctx = qnn.compile_context(qdq, ctx_dir, qnn.get_soc(soc))
+    print(f"HTP coverage: {qnn.coverage(ctx, qdq)['htp_fraction']:.0%}")
+    return next(ctx_dir.glob("*.bin"))
+
+
+def _report_size(ctx: Path | None) -> None:
+    if ctx is not None:
+        size = ctx.stat().st_size
+        print(f"\nQNN context binary: {size / 1e9:.3f} GB (budget {CONTEXT_BUDGET_BYTES / 1e9:.2f} GB: "
+              f"{'within' if size <= CONTEXT_BUDGET_BYTES else 'OVER'})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="sd21")
@@ -41,11 +76,18 @@ def main() -> None:
     ap.add_argument("--calibration-count", type=int, default=8)
     ap.add_argument("--eval-count", type=int, default=2)
     ap.add_argument("--targets", nargs="+", default=["qnn"])
+    ap.add_argument("--compile-only", action="store_true", help="QNN context binary only, no parity runs")
     args = ap.parse_args()
+    out = Path(args.out)
+    if args.compile_only:
+        t0 = time.perf_counter()
+        ctx = compile_only(args.preset, out, args.tile, args.soc, args.calibration_count)
+        print(f"preset {args.preset}, LR tile {args.tile}², SoC {args.soc}: compile-only {time.perf_counter() - t0:.0f} s")
+        _report_size(ctx)
+        return
     # random weights: report the W8A16 figure, do not gate on it
     cfg = load_export_config(None, tile=args.tile, soc=args.soc, calibration_count=args.calibration_count,
                              eval_count=args.eval_count, min_w8a16_psnr=0.0)
-    out = Path(args.out)
     t0 = time.perf_counter()
     export(f"preset:{args.preset}", out, args.targets, cfg, force=True)
     total = time.perf_counter() - t0
@@ -53,11 +95,7 @@ def main() -> None:
     print("| artifact | kind | size | parity vs PyTorch | HTP coverage |\n| --- | --- | --- | --- | --- |")
     for folder in sorted(p for p in out.iterdir() if (p / "manifest.json").exists()):
         print("\n".join(_row(folder)))
-    ctx = next(out.glob("qnn-*/*.bin"), None)
-    if ctx is not None:
-        size = ctx.stat().st_size
-        print(f"\nQNN context binary: {size / 1e9:.3f} GB (budget {CONTEXT_BUDGET_BYTES / 1e9:.2f} GB: "
-              f"{'within' if size <= CONTEXT_BUDGET_BYTES else 'OVER'})")
+    _report_size(next(out.glob("qnn-*/*.bin"), None))
 
 
 if __name__ == "__main__":

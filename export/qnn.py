@@ -8,6 +8,8 @@ silently runs on the CPU provider, so every session here checks which provider i
 from __future__ import annotations
 
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,10 +80,28 @@ def htp_session(model: str | os.PathLike, soc: Soc, *, context_out: str | os.Pat
         "enable_htp_fp16_precision": "0",
     }
     so.add_provider_for_devices(_qnn_devices(), options)
-    session = ort.InferenceSession(str(model), sess_options=so)
+    with _native_stdout_silenced():
+        session = ort.InferenceSession(str(model), sess_options=so)
     if "QNNExecutionProvider" not in session.get_providers():
         raise RuntimeError(f"the session for {model} did not get the QNN provider")
     return session
+
+
+@contextmanager
+def _native_stdout_silenced():
+    """The QNN libraries print an informational `# LIBNATIVE: ...` line to the process's stdout
+    (file descriptor 1, below Python) when the first session is created; keep it out of the
+    program's output. Errors still reach stderr through onnxruntime's logger."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
 
 
 def compile_context(qdq_model: str | os.PathLike, out_dir: str | os.PathLike, soc: Soc, stem: str = "student") -> Path:
