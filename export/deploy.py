@@ -267,14 +267,20 @@ def _large_group_norms(model: nn.Module, tile: int) -> set[int]:
 
 
 def exported_program(model: nn.Module, tile: int) -> "torch.export.ExportedProgram":
-    """`torch.export` of a deploy-form model at its tile, without `aten.alias` nodes: torch 2.13
-    emits one for a no-op crop, which coremltools rejects and XNNPACK does not delegate (it split
-    the program in two). An alias is its input, so its users are rewired and it is deleted."""
+    """`torch.export` of a deploy-form model at its tile, without `aten.alias` nodes and
+    inference-mode dropouts: torch 2.13 emits an alias for a no-op crop, which coremltools rejects
+    and XNNPACK does not delegate (it split the program in two); diffusers' attention keeps p = 0
+    dropouts, which executorch's QNN quantizer has no config for. Both are their input, so their
+    users are rewired and they are deleted."""
     with torch.no_grad():
         program = torch.export.export(model, (example_input(tile),))
     graph = program.graph_module.graph
     for node in list(graph.nodes):
-        if node.op == "call_function" and node.target == torch.ops.aten.alias.default:
+        if node.op != "call_function":
+            continue
+        identity = node.target == torch.ops.aten.alias.default or (
+            node.target == torch.ops.aten.dropout.default and not node.args[2])
+        if identity:
             node.replace_all_uses_with(node.args[0])
             graph.erase_node(node)
     program.graph_module.recompile()

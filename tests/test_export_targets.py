@@ -155,9 +155,18 @@ def test_executorch_xnnpack_pte_runs_here_at_fp32_parity(exported, ctx):
     # the whole graph is one XNNPACK delegate: every op of the deploy form is one it accepts
     assert pte["delegate_partitions"] == 1
     assert any("QNN_SDK_ROOT" in n for n in m["notes"])
+    assert not any(a["kind"] == "qnn_16a8w" for a in m["artifacts"])  # no SDK here: nothing lowered
     sr = load_artifact(exported["executorch"] / pte["file"])(ctx.eval_lr)
     assert sr.shape == (2, 3, 4 * TILE, 4 * TILE)
     assert ctx.parity(lambda x: sr) >= 60.0
+
+
+def test_qnn_pte_quantization_runs_without_the_sdk_and_meets_40_db(exported):
+    """pt2e + QnnQuantizer 16a8w ran (no SDK needed) and its graph, run in PyTorch, is within the
+    W8A16 threshold; the measured figure is in the manifest."""
+    q = _manifest(exported["executorch"])["qnn_pte_quantization"]
+    assert "16a8w" in q["scheme"] and q["calibration_set"]["split"] == "train"
+    assert q["psnr_db_pytorch"] >= 40.0
 
 
 def test_coreml_packages_pass_spec_checks_and_w8a16_is_smaller(exported):
