@@ -58,6 +58,8 @@ def test_report_shows_teacher_student_and_artifacts(run):
     student = next(m for m in results["models"] if m["name"] == "student fp32")
     assert student["latency_ms"] > 0 and student["params"] > 0 and 10 < student["psnr"] < 60
     assert any(a["htp_coverage"] == 1.0 for a in results["artifacts"])
+    pte_quant = next(a for a in results["artifacts"] if a["name"].startswith("QNN .pte's 16a8w graph"))
+    assert pte_quant["parity_psnr_db"] >= 40.0 and pte_quant["size_bytes"] is None
     html = (run_dir / "report" / "out" / "report.html").read_text()
     assert "student W8A16 (HTP emulator)" in html and "bubble.png" in html
     assert (run_dir / "report" / "out" / "bubble.png").stat().st_size > 1000
