@@ -41,7 +41,8 @@ def _row(folder: Path) -> list[str]:
     return rows
 
 
-def compile_only(preset: str, out: Path, tile: int, soc: str, calibration_count: int) -> Path:
+def compile_only(preset: str, out: Path, tile: int, soc: str, calibration_count: int,
+                 optimization_mode: int | None = None) -> Path:
     """fp32 ONNX → preprocess → calibrate → W8A16 QDQ → context binary; returns the `.bin`."""
     out.mkdir(parents=True, exist_ok=True)
     student = StudentRef.parse(f"preset:{preset}", 0).load()
@@ -55,7 +56,7 @@ def compile_only(preset: str, out: Path, tile: int, soc: str, calibration_count:
     ctx_dir = out / f"qnn-{soc}"
     ctx_dir.mkdir(exist_ok=True)
     qnn.clear_context(ctx_dir)
-    ctx = qnn.compile_context(qdq, ctx_dir, qnn.get_soc(soc))
+    ctx = qnn.compile_context(qdq, ctx_dir, qnn.get_soc(soc), optimization_mode=optimization_mode)
     print(f"HTP coverage: {qnn.coverage(ctx, qdq)['htp_fraction']:.0%}")
     return next(ctx_dir.glob("*.bin"))
 
@@ -77,17 +78,19 @@ def main() -> None:
     ap.add_argument("--eval-count", type=int, default=2)
     ap.add_argument("--targets", nargs="+", default=["qnn"])
     ap.add_argument("--compile-only", action="store_true", help="QNN context binary only, no parity runs")
+    ap.add_argument("--htp-optimization-mode", type=int, choices=[1, 2, 3], help="QNN graph finalization level")
     args = ap.parse_args()
     out = Path(args.out)
     if args.compile_only:
         t0 = time.perf_counter()
-        ctx = compile_only(args.preset, out, args.tile, args.soc, args.calibration_count)
+        ctx = compile_only(args.preset, out, args.tile, args.soc, args.calibration_count, args.htp_optimization_mode)
         print(f"preset {args.preset}, LR tile {args.tile}², SoC {args.soc}: compile-only {time.perf_counter() - t0:.0f} s")
         _report_size(ctx)
         return
     # random weights: report the W8A16 figure, do not gate on it
     cfg = load_export_config(None, tile=args.tile, soc=args.soc, calibration_count=args.calibration_count,
-                             eval_count=args.eval_count, min_w8a16_psnr=0.0)
+                             eval_count=args.eval_count, min_w8a16_psnr=0.0,
+                             htp_optimization_mode=args.htp_optimization_mode)
     t0 = time.perf_counter()
     export(f"preset:{args.preset}", out, args.targets, cfg, force=True)
     total = time.perf_counter() - t0

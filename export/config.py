@@ -24,6 +24,7 @@ class ExportConfig:
     min_w8a16_psnr: float = 40.0         # W8A16 on the HTP emulator vs PyTorch (dB)
     max_equivalence: float = 1e-4        # deploy form vs training form: max|Δ| / max|y|
     jobs: int = 1                        # targets exported at once, each in its own process
+    htp_optimization_mode: int | None = None  # QNN graph finalization 1 | 2 | 3; None: the SDK's default
 
 
 def load_export_config(path: str | Path | None = None, **overrides) -> ExportConfig:

@@ -53,13 +53,17 @@ def _qnn_devices():
     return devices
 
 
+OPTIMIZATION_MODES = (1, 2, 3)
+
+
 def htp_session(model: str | os.PathLike, soc: Soc, *, context_out: str | os.PathLike | None = None,
-                cpu_fallback: bool = False):
+                cpu_fallback: bool = False, optimization_mode: int | None = None):
     """An onnxruntime session on the HTP emulator for `soc`.
 
     With `context_out` the session also writes the offline context binary (EPContext model at that
     path, the QNN context as a `.bin` beside it). With `cpu_fallback=False` creation fails if any
-    node would not run on HTP.
+    node would not run on HTP. `optimization_mode` is QNN's graph-finalization level (1 prepares
+    fastest, 3 optimises most); None leaves the SDK's default.
     """
     import onnxruntime as ort
     import onnxruntime_qnn
@@ -79,6 +83,10 @@ def htp_session(model: str | os.PathLike, soc: Soc, *, context_out: str | os.Pat
         "htp_performance_mode": "burst",
         "enable_htp_fp16_precision": "0",
     }
+    if optimization_mode is not None:
+        if optimization_mode not in OPTIMIZATION_MODES:
+            raise UserError(f"htp_optimization_mode must be one of {OPTIMIZATION_MODES} or null, got {optimization_mode!r}")
+        options["htp_graph_finalization_optimization_mode"] = str(optimization_mode)
     so.add_provider_for_devices(_qnn_devices(), options)
     with _native_stdout_silenced():
         session = ort.InferenceSession(str(model), sess_options=so)
@@ -104,7 +112,8 @@ def _native_stdout_silenced():
         os.close(devnull)
 
 
-def compile_context(qdq_model: str | os.PathLike, out_dir: str | os.PathLike, soc: Soc, stem: str = "student") -> Path:
+def compile_context(qdq_model: str | os.PathLike, out_dir: str | os.PathLike, soc: Soc, stem: str = "student",
+                    optimization_mode: int | None = None) -> Path:
     """Compile a QDQ model into `<stem>_ctx.onnx` + QNN context `.bin` in `out_dir`.
 
     The compiling session has CPU fallback disabled, so it only succeeds when every node runs on
@@ -115,12 +124,14 @@ def compile_context(qdq_model: str | os.PathLike, out_dir: str | os.PathLike, so
     out_dir = Path(out_dir)
     ctx = out_dir / f"{stem}_ctx.onnx"
     try:
-        htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=False)
+        htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=False, optimization_mode=optimization_mode)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 - the EP reports unsupported graphs as generic failures
         clear_context(out_dir, stem)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         try:
-            htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=True)
+            htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=True, optimization_mode=optimization_mode)
         except Exception:  # noqa: BLE001 - not compilable at all: report the first failure
             raise UserError(f"QNN compilation for {soc.name} failed: {first}") from None
         offending = coverage(ctx, qdq_model)["offending_nodes"]

@@ -103,7 +103,7 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
         while True:  # each try: quantize, compile the context (100% HTP or an error), run it
             quant = w8a16.quantize_w8a16(pre, qdq, cache, keep)
             qnn.clear_context(tmp_qnn)
-            ctx_model = qnn.compile_context(qdq, tmp_qnn, soc)
+            ctx_model = qnn.compile_context(qdq, tmp_qnn, soc, optimization_mode=cfg.htp_optimization_mode)
             w8_psnr = ctx.parity(load_artifact(ctx_model))
             tries.append({"kept_16bit": list(keep), "psnr_db": w8_psnr})
             if cfg.target_psnr is None or w8_psnr >= cfg.target_psnr:
@@ -129,7 +129,8 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
         ctx.manifest(tmp_qnn, "qnn_context_binary", [{"file": ctx_model.name, "kind": "qnn_context", "psnr_db_htp_emulator": w8_psnr}]
                      + [{"file": b, "kind": "qnn_context_bin"} for b in bins],
                      soc=soc.name,
-                     soc_model=soc.soc_model, htp_arch=soc.htp_arch, quantization=quant_info,
+                     soc_model=soc.soc_model, htp_arch=soc.htp_arch, htp_optimization_mode=cfg.htp_optimization_mode,
+                     quantization=quant_info,
                      htp_coverage=coverage, export_seconds=time.perf_counter() - t0)
         steps.update()
     steps.close()

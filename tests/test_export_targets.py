@@ -139,6 +139,18 @@ def test_unsupported_op_fails_the_qnn_export_naming_the_node(ctx, tmp_path):
     assert erf_nodes[0] in str(e.value) and "(Erf)" in str(e.value)
 
 
+def test_htp_optimization_mode_is_passed_to_the_compiler(exported, tmp_path):
+    """Mode 1 (fastest preparation) still gives a 100%-HTP context; a bad mode is one clear error."""
+    qdq = exported["onnx"] / "student_w8a16.onnx"
+    (tmp_path / "m1").mkdir()
+    ctx_model = qnn.compile_context(qdq, tmp_path / "m1", qnn.get_soc("SM8750"), optimization_mode=1)
+    assert qnn.coverage(ctx_model, qdq)["htp_fraction"] == 1.0
+    assert any(p.suffix == ".bin" for p in (tmp_path / "m1").iterdir())
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(UserError, match="htp_optimization_mode must be one of"):
+        qnn.compile_context(qdq, tmp_path / "bad", qnn.get_soc("SM8750"), optimization_mode=7)
+
+
 def test_failed_check_leaves_no_artifact_behind(ctx, tmp_path):
     strict = Context.__new__(Context)
     strict.__dict__.update(ctx.__dict__)
