@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adcsr.core.config import load_config
+from adcsr.core.errors import UserError
+
+from .qnn import OPTIMIZATION_MODES, get_soc
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -25,6 +28,15 @@ class ExportConfig:
     max_equivalence: float = 1e-4        # deploy form vs training form: max|Δ| / max|y|
     jobs: int = 1                        # targets exported at once, each in its own process
     htp_optimization_mode: int | None = None  # QNN graph finalization 1 | 2 | 3; None: the SDK's default
+
+    def __post_init__(self) -> None:
+        """Settings that would otherwise fail late (after the ONNX export and calibration)."""
+        get_soc(self.soc)
+        if self.tile <= 0:
+            raise UserError(f"tile must be a positive number of LR pixels, got {self.tile}")
+        if self.htp_optimization_mode is not None and self.htp_optimization_mode not in OPTIMIZATION_MODES:
+            raise UserError(f"htp_optimization_mode must be one of {OPTIMIZATION_MODES} or null, "
+                            f"got {self.htp_optimization_mode!r}")
 
 
 def load_export_config(path: str | Path | None = None, **overrides) -> ExportConfig:

@@ -4,6 +4,7 @@ resume without recomputation, and a failing stage that leaves earlier stages int
 import json
 
 import pytest
+import yaml
 
 from adcsr.cli import main
 from adcsr.pipeline import CONFIG_DIR, build_pipeline, load_pipeline_config, run_pipeline
@@ -89,8 +90,6 @@ def test_failing_stage_stops_with_one_line_and_keeps_earlier_stages(run, tmp_pat
     assert not (run_dir / "export" / "artifacts").exists()
     # through the CLI: one line naming the stage, exit code 2 (bad input), no traceback
     cfg_file = tmp_path / "bad.yaml"
-    import yaml
-
     cfg_file.write_text(yaml.safe_dump(bad))
     assert main(["pipeline", str(cfg_file), "--only", "export"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -103,6 +102,16 @@ def test_bad_pipeline_config_is_one_line(tmp_path, capsys):
     assert main(["pipeline", str(cfg_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stage2" in err[0] and "teacher_optionz" in err[0]
+
+
+@pytest.mark.parametrize("option, value", [("htp_optimization_mode", 7), ("soc", "SM0000"), ("tile", 0)])
+def test_bad_export_option_fails_before_any_stage_runs(tmp_path, capsys, option, value):
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "export": {"options": {option: value}}}))
+    assert main(["pipeline", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "export.options" in err[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_worked_example_config_is_valid(tmp_path):
