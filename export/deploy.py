@@ -4,15 +4,17 @@ What changes (everything else is the diffusers modules as trained):
 - self-attention runs as 4-D matmul + softmax over (batch, heads, tokens, head_dim) instead of
   SDPA (whose "safe softmax" XNNPACK does not delegate and QNN cannot map);
 - GEGLU's one projection + `chunk` becomes two linears (value, gate) holding the same rows;
-- GroupNorm per backend: Core ML keeps `nn.GroupNorm`. QNN keeps it too (onnxruntime's QNN
-  preprocessing decomposes it; fast and exact on the HTP emulator for small groups) except where
-  a group holds more than `HTP_MAX_GROUP_ELEMENTS` at the export tile: there that decomposition's
-  ReduceMean of the signed input came out wrong on the emulator (the tiny student's decoder at
-  LR tile 64: 29.6 dB for the whole model against 55 dB for the same QDQ model on the CPU
-  provider; bisected tensor by tensor), and GroupNorm becomes InstanceNorm over (N, groups, ·)
-  with the affine on (N, C, H·W) — correct (55.5 dB), but ~7× slower on the emulator, so it is
-  used only where needed. A mean/variance/rsqrt decomposition by hand loses ~35 dB on the HTP
-  (FACTS §4), so XNNPACK's form below is not used for QNN;
+- GroupNorm per backend: Core ML keeps `nn.GroupNorm`; QNN gets `TwoStepGroupNorm` (below).
+  onnxruntime's own decomposition (from QNN preprocessing) reshapes to (N, groups, ·) and sums a
+  whole group at once: on the HTP emulator its ReduceMean of the signed input came out wrong once
+  a group held ≥ 65 536 elements (the tiny student's decoder at LR tile 64: 29.6 dB against 55 dB
+  for the same QDQ model on the CPU provider), consistent with a 32-bit sum of 16-bit codes
+  overflowing. InstanceNorm over (N, groups, ·) was exact but wraps every full-resolution norm in
+  reshapes and transposes, which inflated the compiled context binary (the full-size student at
+  LR tile 128: ~20 MB of program on top of the weights). Per-channel means over W then H, then
+  per group on the tiny (N, C) tensor, with `/ sqrt` instead of `rsqrt` (which the HTP got
+  wrong: 35 dB against 64 dB on a one-norm net) are exact on the emulator with no full-size
+  reshape;
 - XNNPACK delegates only what its partitioner accepts, and every op it refuses splits the graph
   (the first deploy form had 256 delegate partitions and took minutes to lower): GroupNorm and
   LayerNorm become 4-D reshape + mean over the two innermost dims (its only mean) + rsqrt,
@@ -144,17 +146,26 @@ class DecomposedGroupNorm(_GroupNormForm):
         return y
 
 
-class InstanceNormGroupNorm(_GroupNormForm):
-    """GroupNorm as InstanceNorm over (N, groups, C/groups·H·W), then the per-channel affine on
-    (N, C, H·W): as a 4-D broadcast Mul with (1, C, 1, 1) constants it came out wrong on the HTP
-    emulator after an 8×8 norm (40.7 dB for the whole student), as a depthwise 1×1 conv too."""
+class TwoStepGroupNorm(_GroupNormForm):
+    """GroupNorm for the HTP: per-channel means over W, then H (each reduction sums at most
+    max(H, W) 16-bit codes, so none overflows), averaged over each group's channels on the tiny
+    (N, C) tensor; divided by sqrt(var + eps) (the HTP got `rsqrt` of that tiny tensor wrong:
+    35 dB where this gives 64 dB); the affine as a 4-D broadcast. No reshape or transpose of the
+    full tensor, so the compiled program stays small."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = F.instance_norm(x.reshape(shape[0], self.groups, -1), eps=self.eps).reshape(shape[0], shape[1], -1)
-        if self.weight is not None:  # on (N, C, H·W) with (C, 1): the 4-D broadcast broke on the HTP
-            y = y * self.weight[:, None] + self.bias[:, None]
-        return y.reshape(shape)
+        n, c = x.shape[:2]
+        centred = x - self._group_mean(x)
+        y = centred / torch.sqrt(self._group_mean(centred * centred) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight.reshape(1, c, 1, 1) + self.bias.reshape(1, c, 1, 1)
+        return y
+
+    def _group_mean(self, t: torch.Tensor) -> torch.Tensor:
+        n, c = t.shape[:2]
+        per_channel = t.mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
+        per_group = per_channel.reshape(n, self.groups, c // self.groups).mean(dim=2, keepdim=True)
+        return per_group.expand(n, self.groups, c // self.groups).reshape(n, c, 1, 1)
 
 
 class DecomposedLayerNorm(nn.Module):
@@ -208,7 +219,7 @@ class StaticStudent(nn.Module):
         return self.student(lr)
 
 
-def _swap_modules(root: nn.Module, backend: str, large_groups: set[int]) -> None:
+def _swap_modules(root: nn.Module, backend: str) -> None:
     from diffusers.models.activations import GEGLU
     from diffusers.models.attention_processor import Attention
     from diffusers.models.upsampling import Upsample2D
@@ -222,8 +233,8 @@ def _swap_modules(root: nn.Module, backend: str, large_groups: set[int]) -> None
                 setattr(module, child_name, xnnpack[type(child)](child))
             elif backend == "qnn" and isinstance(child, nn.SiLU):
                 setattr(module, child_name, TanhSiLU())
-            elif backend == "qnn" and isinstance(child, nn.GroupNorm) and id(child) in large_groups:
-                setattr(module, child_name, InstanceNormGroupNorm(child))
+            elif backend == "qnn" and isinstance(child, nn.GroupNorm):
+                setattr(module, child_name, TwoStepGroupNorm(child))
         if isinstance(module, Attention):
             module.set_processor(Attention4D(batched_3d=backend == "xnnpack"))
 
@@ -238,32 +249,8 @@ def deploy_form(student: nn.Module, backend: str = "qnn", tile: int = 128) -> St
     model = copy.deepcopy(student).eval().float()
     for p in model.parameters():
         p.requires_grad_(False)
-    _swap_modules(model, backend, _large_group_norms(model, tile) if backend == "qnn" else set())
+    _swap_modules(model, backend)
     return StaticStudent(model, tile).eval()
-
-
-# Above this many elements per group a 32-bit sum of 16-bit codes can overflow (32 768 × 65 535 < 2³¹).
-HTP_MAX_GROUP_ELEMENTS = 32768
-
-
-def _large_group_norms(model: nn.Module, tile: int) -> set[int]:
-    """ids of the GroupNorms whose groups exceed `HTP_MAX_GROUP_ELEMENTS` at LR `tile`², found
-    by one shape-recording forward pass."""
-    large: set[int] = set()
-
-    def record(module, inputs, _output):
-        x = inputs[0]
-        if x[0].numel() // module.num_groups > HTP_MAX_GROUP_ELEMENTS:
-            large.add(id(module))
-
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.GroupNorm)]
-    try:
-        with torch.no_grad():
-            model(example_input(tile))
-    finally:
-        for h in hooks:
-            h.remove()
-    return large
 
 
 def exported_program(model: nn.Module, tile: int) -> "torch.export.ExportedProgram":

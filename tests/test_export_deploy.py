@@ -11,7 +11,7 @@ from adcsr.core.errors import UserError
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.export.calibration import lr_tiles
 from adcsr.export.deploy import (Attention4D, ConvTransposeUpsample2D, DecomposedGroupNorm, DecomposedLayerNorm,
-                                 HTP_MAX_GROUP_ELEMENTS, InstanceNormGroupNorm, SplitGEGLU, TanhSiLU,
+                                 SplitGEGLU, TanhSiLU, TwoStepGroupNorm,
                                  deploy_form, relative_max_diff)
 
 TILE = 32
@@ -44,9 +44,9 @@ def test_deploy_form_matches_training_form_on_real_photos(student, photos, backe
     assert not any(isinstance(m, GEGLU) for m in mods) and any(isinstance(m, SplitGEGLU) for m in mods)
     assert all(isinstance(m.processor, Attention4D) for m in mods if isinstance(m, Attention))
     norms = {type(m) for m in mods} & {nn.GroupNorm, nn.LayerNorm, DecomposedGroupNorm, DecomposedLayerNorm,
-                                       InstanceNormGroupNorm}
+                                       TwoStepGroupNorm}
     assert norms == {"xnnpack": {DecomposedGroupNorm, DecomposedLayerNorm},
-                     "qnn": {nn.GroupNorm, InstanceNormGroupNorm, nn.LayerNorm},  # which where: the test below
+                     "qnn": {TwoStepGroupNorm, nn.LayerNorm},
                      "coreml": {nn.GroupNorm, nn.LayerNorm}}[backend]
     ups = {type(m) for m in mods} & {Upsample2D, ConvTransposeUpsample2D}
     assert ups == ({ConvTransposeUpsample2D} if backend == "xnnpack" else {Upsample2D})
@@ -57,22 +57,20 @@ def test_deploy_form_matches_training_form_on_real_photos(student, photos, backe
     assert any(isinstance(m, GEGLU) for m in student.modules())
 
 
-def test_qnn_form_uses_instance_norm_exactly_for_the_large_groups(student):
-    tile = 64  # the decoder's last norms exceed HTP_MAX_GROUP_ELEMENTS here, the UNet's do not
-    deployed = deploy_form(student, "qnn", tile)
-    sizes = {}
-    hooks = [m.register_forward_hook(lambda m, i, o: sizes.__setitem__(m, i[0][0].numel() // getattr(m, "num_groups", getattr(m, "groups", 0))))
-             for m in deployed.modules() if isinstance(m, (nn.GroupNorm, InstanceNormGroupNorm))]
-    x = lr_tiles("heldout", tile, 1, seed=2)
+@pytest.mark.parametrize("groups, channels, side", [(32, 64, 512), (8, 32, 128), (24, 240, 16), (1, 4, 8)])
+def test_two_step_group_norm_is_group_norm(groups, channels, side):
+    """Large groups (2 × 512² elements, where a one-step sum of 16-bit codes overflows), the tiny
+    decoder's, a UNet level's and a single group: the same function as nn.GroupNorm."""
+    torch.manual_seed(0)
+    gn = nn.GroupNorm(groups, channels, eps=1e-6)
     with torch.no_grad():
-        out = deployed(x)
-        ref = student(x)
-    for h in hooks:
-        h.remove()
-    assert relative_max_diff(ref, out) <= 1e-4
-    large = {type(m) for m, n in sizes.items() if n > HTP_MAX_GROUP_ELEMENTS}
-    small = {type(m) for m, n in sizes.items() if n <= HTP_MAX_GROUP_ELEMENTS}
-    assert large == {InstanceNormGroupNorm} and small == {nn.GroupNorm}
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-0.3, 0.3)
+        x = torch.randn(1, channels, side, side) * 3 + 1
+        ref = gn(x)
+        assert relative_max_diff(ref, TwoStepGroupNorm(gn)(x)) <= 1e-5
+        gn.weight[0] += 0.5  # the affine is read from the module, not copied wrong
+        assert relative_max_diff(gn(x), TwoStepGroupNorm(gn)(x)) <= 1e-5
 
 
 def test_split_geglu_is_the_same_function_and_a_broken_split_is_not():
