@@ -4,7 +4,9 @@ What changes (everything else is the diffusers modules as trained):
 - self-attention runs as 4-D matmul + softmax over (batch, heads, tokens, head_dim) instead of
   SDPA (whose "safe softmax" XNNPACK does not delegate and QNN cannot map);
 - GEGLU's one projection + `chunk` becomes two linears (value, gate) holding the same rows;
-- GroupNorm per backend: Core ML keeps `nn.GroupNorm`; QNN gets `TwoStepGroupNorm` (below).
+- GroupNorm per backend: Core ML and executorch's QNN delegate (`qnn_pte`, which has a GroupNorm
+  op builder) keep `nn.GroupNorm` (pt2e 16a8w of the trained tiny student: 57.6 dB vs PyTorch
+  with it, 52.0 dB with the two-step form); onnxruntime-qnn gets `TwoStepGroupNorm` (below).
   onnxruntime's own decomposition (from QNN preprocessing) reshapes to (N, groups, ·) and sums a
   whole group at once: on the HTP emulator its ReduceMean of the signed input came out wrong once
   a group held ≥ 65 536 elements (the tiny student's decoder at LR tile 64: 29.6 dB against 55 dB
@@ -20,9 +22,10 @@ What changes (everything else is the diffusers modules as trained):
   LayerNorm become 4-D reshape + mean over the two innermost dims (its only mean) + rsqrt,
   attention uses 3-D `bmm` (4-D `matmul` adds `expand`, which it refuses), and nearest ×2
   upsampling is a depthwise transposed conv with a 2×2 kernel of ones (it has no nearest resize);
-- SiLU for QNN as x·(½ + ½·tanh(x/2)): the HTP (emulator) computes the Sigmoid → Mul(x, ·) pair
-  wrongly when it sits between a norm and a conv (half of the tensor came out as garbage: 16 dB
-  for the whole tiny student, 40 dB with this form; measured op by op against CPU QDQ);
+- SiLU for QNN (both routes) as x·(½ + ½·tanh(x/2)): the HTP (emulator) computes the
+  Sigmoid → Mul(x, ·) pair wrongly when it sits between a norm and a conv (half of the tensor came
+  out as garbage: 16 dB for the whole tiny student, 40 dB with this form; measured op by op
+  against CPU QDQ; still 14.7 dB with the two-step GroupNorm);
 - static shapes: one LR tile size per export, no padding branch in the graph.
 
 Written by hand: no library rewrites diffusers modules for mobile backends.
@@ -40,7 +43,9 @@ from torch import nn
 from adcsr.core.errors import UserError
 
 Backend = Literal["qnn", "xnnpack", "coreml"]
-BACKENDS: tuple[str, ...] = ("qnn", "xnnpack", "coreml")
+# "qnn": onnxruntime-qnn (ONNX → HTP); "qnn_pte": executorch's QNN delegate, which maps
+# `native_group_norm` to QNN's own GroupNorm op (its quantizer annotates it), so GroupNorm stays.
+BACKENDS: tuple[str, ...] = ("qnn", "qnn_pte", "xnnpack", "coreml")
 
 
 class Attention4D:
@@ -231,7 +236,7 @@ def _swap_modules(root: nn.Module, backend: str) -> None:
                 setattr(module, child_name, SplitGEGLU(child))
             elif backend == "xnnpack" and type(child) in xnnpack:
                 setattr(module, child_name, xnnpack[type(child)](child))
-            elif backend == "qnn" and isinstance(child, nn.SiLU):
+            elif backend in ("qnn", "qnn_pte") and isinstance(child, nn.SiLU):
                 setattr(module, child_name, TanhSiLU())
             elif backend == "qnn" and isinstance(child, nn.GroupNorm):
                 setattr(module, child_name, TwoStepGroupNorm(child))

@@ -159,7 +159,7 @@ def export_executorch(ctx: Context, out: Path, force: bool = False) -> dict:
                       "delegate_partitions": et.delegated_partitions(pte)}]
             # the QNN .pte's pt2e 16a8w quantization needs no SDK: run it and measure it here
             calib = calibration.lr_tiles("train", cfg.tile, cfg.calibration_count, cfg.seed)
-            quantized = et.quantize_16a8w(ctx.deploy("qnn"), cfg.tile, calib, cfg.soc)
+            quantized = et.quantize_16a8w(ctx.deploy("qnn_pte"), cfg.tile, calib, cfg.soc)
             simulated = ctx.parity(lambda x: et.run_tiles(quantized, x))
             qnn_pte = {"scheme": et.PT2E_SCHEME, "soc": cfg.soc, "psnr_db_pytorch": simulated,
                        "calibration_set": calibration.describe("train", cfg.tile, cfg.calibration_count, cfg.seed)}
