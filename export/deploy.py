@@ -34,7 +34,6 @@ Written by hand: no library rewrites diffusers modules for mobile backends.
 from __future__ import annotations
 
 import copy
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +41,6 @@ from torch import nn
 
 from adcsr.core.errors import UserError
 
-Backend = Literal["qnn", "xnnpack", "coreml"]
 # "qnn": onnxruntime-qnn (ONNX → HTP); "qnn_pte": executorch's QNN delegate, which maps
 # `native_group_norm` to QNN's own GroupNorm op (its quantizer annotates it), so GroupNorm stays.
 BACKENDS: tuple[str, ...] = ("qnn", "qnn_pte", "xnnpack", "coreml")
@@ -159,7 +157,7 @@ class TwoStepGroupNorm(_GroupNormForm):
     full tensor, so the compiled program stays small."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[:2]
+        c = x.shape[1]
         centred = x - self._group_mean(x)
         y = centred / torch.sqrt(self._group_mean(centred * centred) + self.eps)
         if self.weight is not None:
