@@ -8,7 +8,7 @@ from pathlib import Path
 from adcsr.core.config import load_config
 from adcsr.core.errors import UserError
 
-from .qnn import OPTIMIZATION_MODES, get_soc
+from .qnn import check_optimization_mode, get_soc
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -34,9 +34,7 @@ class ExportConfig:
         get_soc(self.soc)
         if self.tile <= 0:
             raise UserError(f"tile must be a positive number of LR pixels, got {self.tile}")
-        if self.htp_optimization_mode is not None and self.htp_optimization_mode not in OPTIMIZATION_MODES:
-            raise UserError(f"htp_optimization_mode must be one of {OPTIMIZATION_MODES} or null, "
-                            f"got {self.htp_optimization_mode!r}")
+        check_optimization_mode(self.htp_optimization_mode)
 
 
 def load_export_config(path: str | Path | None = None, **overrides) -> ExportConfig:

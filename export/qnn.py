@@ -56,6 +56,13 @@ def _qnn_devices():
 OPTIMIZATION_MODES = (1, 2, 3)
 
 
+def check_optimization_mode(mode: int | None) -> int | None:
+    """`mode` itself if it is a QNN graph-finalization level (or None for the SDK's default)."""
+    if mode is not None and mode not in OPTIMIZATION_MODES:
+        raise UserError(f"htp_optimization_mode must be one of {OPTIMIZATION_MODES} or null, got {mode!r}")
+    return mode
+
+
 def htp_session(model: str | os.PathLike, soc: Soc, *, context_out: str | os.PathLike | None = None,
                 cpu_fallback: bool = False, optimization_mode: int | None = None):
     """An onnxruntime session on the HTP emulator for `soc`.
@@ -83,9 +90,7 @@ def htp_session(model: str | os.PathLike, soc: Soc, *, context_out: str | os.Pat
         "htp_performance_mode": "burst",
         "enable_htp_fp16_precision": "0",
     }
-    if optimization_mode is not None:
-        if optimization_mode not in OPTIMIZATION_MODES:
-            raise UserError(f"htp_optimization_mode must be one of {OPTIMIZATION_MODES} or null, got {optimization_mode!r}")
+    if check_optimization_mode(optimization_mode) is not None:
         options["htp_graph_finalization_optimization_mode"] = str(optimization_mode)
     so.add_provider_for_devices(_qnn_devices(), options)
     with _native_stdout_silenced():
