@@ -42,8 +42,8 @@ def _row(folder: Path) -> list[str]:
 
 
 def compile_only(preset: str, out: Path, tile: int, soc: str, calibration_count: int,
-                 optimization_mode: int | None = None) -> Path:
-    """fp32 ONNX → preprocess → calibrate → W8A16 QDQ → context binary; returns the `.bin`."""
+                 optimization_mode: int | dict | None) -> list[Path]:
+    """fp32 ONNX → preprocess → calibrate → W8A16 QDQ → context binary; returns its `.bin` files."""
     out.mkdir(parents=True, exist_ok=True)
     student = StudentRef.parse(f"preset:{preset}", 0).load()
     fp32 = export_onnx(deploy_form(student, "qnn", tile), tile, out / "student_fp32.onnx")
@@ -58,13 +58,15 @@ def compile_only(preset: str, out: Path, tile: int, soc: str, calibration_count:
     qnn.clear_context(ctx_dir)
     ctx = qnn.compile_context(qdq, ctx_dir, qnn.get_soc(soc), optimization_mode=optimization_mode)
     print(f"HTP coverage: {qnn.coverage(ctx, qdq)['htp_fraction']:.0%}")
-    return next(ctx_dir.glob("*.bin"))
+    return sorted(ctx_dir.glob("*.bin"))
 
 
-def _report_size(ctx: Path | None) -> None:
-    if ctx is not None:
-        size = ctx.stat().st_size
-        print(f"\nQNN context binary: {size / 1e9:.3f} GB (budget {CONTEXT_BUDGET_BYTES / 1e9:.2f} GB: "
+def _report_size(bins: list[Path]) -> None:
+    """The context binary's size: all its `.bin` files (two when the graph is split)."""
+    if bins:
+        parts = ", ".join(f"{b.name} {b.stat().st_size / 1e6:.2f} MB" for b in bins)
+        size = sum(b.stat().st_size for b in bins)
+        print(f"\nQNN context binary: {size / 1e9:.4f} GB ({parts}; budget {CONTEXT_BUDGET_BYTES / 1e9:.2f} GB: "
               f"{'within' if size <= CONTEXT_BUDGET_BYTES else 'OVER'})")
 
 
@@ -78,19 +80,21 @@ def main() -> None:
     ap.add_argument("--eval-count", type=int, default=2)
     ap.add_argument("--targets", nargs="+", default=["qnn"])
     ap.add_argument("--compile-only", action="store_true", help="QNN context binary only, no parity runs")
-    ap.add_argument("--htp-optimization-mode", type=int, choices=[1, 2, 3], help="QNN graph finalization level")
+    ap.add_argument("--htp-optimization-mode", type=int, choices=[1, 2, 3],
+                    help="one QNN graph at this finalization level (default: the export config's setting)")
     args = ap.parse_args()
     out = Path(args.out)
+    mode = args.htp_optimization_mode or load_export_config(None).htp_optimization_mode
     if args.compile_only:
         t0 = time.perf_counter()
-        ctx = compile_only(args.preset, out, args.tile, args.soc, args.calibration_count, args.htp_optimization_mode)
+        bins = compile_only(args.preset, out, args.tile, args.soc, args.calibration_count, mode)
         print(f"preset {args.preset}, LR tile {args.tile}², SoC {args.soc}: compile-only {time.perf_counter() - t0:.0f} s")
-        _report_size(ctx)
+        _report_size(bins)
         return
     # random weights: report the W8A16 figure, do not gate on it
     cfg = load_export_config(None, tile=args.tile, soc=args.soc, calibration_count=args.calibration_count,
                              eval_count=args.eval_count, min_w8a16_psnr=0.0,
-                             htp_optimization_mode=args.htp_optimization_mode)
+                             htp_optimization_mode=mode)
     t0 = time.perf_counter()
     export(f"preset:{args.preset}", out, args.targets, cfg, force=True)
     total = time.perf_counter() - t0
@@ -98,7 +102,7 @@ def main() -> None:
     print("| artifact | kind | size | parity vs PyTorch | HTP coverage |\n| --- | --- | --- | --- | --- |")
     for folder in sorted(p for p in out.iterdir() if (p / "manifest.json").exists()):
         print("\n".join(_row(folder)))
-    _report_size(next(out.glob("qnn-*/*.bin"), None))
+    _report_size(sorted(out.glob("qnn-*/*.bin")))
 
 
 if __name__ == "__main__":

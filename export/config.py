@@ -27,7 +27,9 @@ class ExportConfig:
     min_w8a16_psnr: float = 40.0         # W8A16 on the HTP emulator vs PyTorch (dB)
     max_equivalence: float = 1e-4        # deploy form vs training form: max|Δ| / max|y|
     jobs: int = 1                        # targets exported at once, each in its own process
-    htp_optimization_mode: int | None = None  # QNN graph finalization 1 | 2 | 3; None: the SDK's default
+    # QNN graph finalization 1 | 2 | 3 (None: the SDK's default) for one graph, or a level per half
+    # ({features: ·, decode: ·}) for two graphs split at the features tensor (qnn.compile_context)
+    htp_optimization_mode: int | dict[str, int | None] | None = field(default_factory=lambda: {"features": 2, "decode": 1})
 
     def __post_init__(self) -> None:
         """Settings that would otherwise fail late (after the ONNX export and calibration)."""

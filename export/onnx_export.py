@@ -13,6 +13,9 @@ from .deploy import example_input
 
 OPSET = 21  # 16-bit QDQ needs ≥ 21; exporting there avoids a version conversion later
 INPUT_NAME, OUTPUT_NAME = "lr", "sr"
+# the student's `features(lr)` (decoder mid-block output): where the QNN graph may be split
+FEATURES_NAME = "features"
+FEATURES_SCOPE = "decoder.mid_block"
 # protobuf cannot hold more than 2 GiB: bigger models keep their weights in one side file
 _EXTERNAL_ABOVE_BYTES = 1 << 30
 
@@ -31,6 +34,7 @@ def export_onnx(model: nn.Module, tile: int, path: str | os.PathLike) -> Path:
         )
     proto = program.model_proto
     name_weights_by_module(proto)
+    name_features(proto)
     unshare_initializers(proto)
     big = sum(p.numel() * 4 for p in model.parameters()) > _EXTERNAL_ABOVE_BYTES
     onnx.save_model(proto, str(path), save_as_external_data=big, all_tensors_to_one_file=True,
@@ -62,6 +66,33 @@ def name_weights_by_module(proto) -> None:
             for k, name in enumerate(other.input):
                 if name == weight:
                     other.input[k] = new
+
+
+def name_features(proto) -> None:
+    """Rename the decoder mid-block's output tensor to `FEATURES_NAME` (if the graph has one).
+
+    It is the output of the last node in that module's scope; the exporter's own name (`add_253`)
+    changes with the model, a fixed one lets later steps find the boundary after QNN
+    preprocessing and quantization, which drop the scope metadata but keep tensor names.
+    """
+    import ast
+
+    last = None
+    for node in proto.graph.node:
+        scopes = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes")
+        if scopes and any(s.endswith(FEATURES_SCOPE) for s in ast.literal_eval(scopes)):
+            last = node
+    if last is None:
+        return
+    old = last.output[0]
+    last.output[0] = FEATURES_NAME
+    for node in proto.graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = FEATURES_NAME
+    for info in proto.graph.value_info:
+        if info.name == old:
+            info.name = FEATURES_NAME
 
 
 def eval_scopes(scopes: str) -> str:

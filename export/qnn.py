@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,20 @@ def _qnn_devices():
 
 
 OPTIMIZATION_MODES = (1, 2, 3)
+# a mapping of modes compiles two graphs, split at the student's features tensor (`split_at_features`)
+GRAPH_PARTS = ("features", "decode")
 
 
-def check_optimization_mode(mode: int | None) -> int | None:
-    """`mode` itself if it is a QNN graph-finalization level (or None for the SDK's default)."""
+def check_optimization_mode(mode: int | None | dict) -> int | None | dict:
+    """`mode` itself if valid: one QNN graph-finalization level (None: the SDK's default) for one
+    graph, or `{features: level, decode: level}` for two graphs finalized separately."""
+    if isinstance(mode, dict):
+        if set(mode) != set(GRAPH_PARTS):
+            raise UserError(f"htp_optimization_mode as a mapping needs exactly the keys {', '.join(GRAPH_PARTS)}, "
+                            f"got {', '.join(map(str, mode)) or 'none'}")
+        for level in mode.values():
+            check_optimization_mode(level)
+        return mode
     if mode is not None and mode not in OPTIMIZATION_MODES:
         raise UserError(f"htp_optimization_mode must be one of {OPTIMIZATION_MODES} or null, got {mode!r}")
     return mode
@@ -90,7 +101,9 @@ def htp_session(model: str | os.PathLike, soc: Soc, *, context_out: str | os.Pat
         "htp_performance_mode": "burst",
         "enable_htp_fp16_precision": "0",
     }
-    if check_optimization_mode(optimization_mode) is not None:
+    if isinstance(check_optimization_mode(optimization_mode), dict):
+        raise ValueError("htp_session compiles one graph: give it one optimization level")
+    if optimization_mode is not None:
         options["htp_graph_finalization_optimization_mode"] = str(optimization_mode)
     so.add_provider_for_devices(_qnn_devices(), options)
     with _native_stdout_silenced():
@@ -118,15 +131,39 @@ def _native_stdout_silenced():
 
 
 def compile_context(qdq_model: str | os.PathLike, out_dir: str | os.PathLike, soc: Soc, stem: str = "student",
-                    optimization_mode: int | None = None) -> Path:
-    """Compile a QDQ model into `<stem>_ctx.onnx` + QNN context `.bin` in `out_dir`.
+                    optimization_mode: int | None | dict = None) -> Path:
+    """Compile a QDQ model into `<stem>_ctx.onnx` + QNN context `.bin` file(s) in `out_dir`.
+
+    One level (or None) compiles one graph. A `{features: level, decode: level}` mapping compiles
+    the student's two halves as two context binaries, each finalized at its own level, chained in
+    one EPContext model. QNN applies one finalization level per context, and no level suits both
+    halves: at LR tile 128 the full-size student's 4096-token attentions compile to a ~4× larger
+    program at level 1 than at 2, while its 512² decoder compiles ~3× larger at 2 than at 1.
+    On the phone the halves run back to back, the features tensor passing between them.
+    """
+    out_dir = Path(out_dir)
+    if not isinstance(check_optimization_mode(optimization_mode), dict):
+        return _compile_graph(qdq_model, out_dir, soc, stem, optimization_mode)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        parts = [_compile_graph(path, out_dir, soc, f"{stem}_{name}", optimization_mode[name])
+                 for name, path in split_at_features(qdq_model, Path(tmp))]
+    ctx = chain_contexts(parts, out_dir / f"{stem}_ctx.onnx")
+    for part in parts:
+        part.unlink()
+    report = coverage(ctx, qdq_model)
+    if report["offending_nodes"]:
+        _raise_offending(report["offending_nodes"], soc)
+    return ctx
+
+
+def _compile_graph(qdq_model: str | os.PathLike, out_dir: Path, soc: Soc, stem: str, optimization_mode: int | None) -> Path:
+    """One QDQ graph → `<stem>_ctx.onnx` + one `.bin`.
 
     The compiling session has CPU fallback disabled, so it only succeeds when every node runs on
     HTP; the written EPContext model is then checked by counting its nodes too. On failure the
     model is compiled once more with fallback allowed, only to name the nodes left outside, and a
     `UserError` lists them.
     """
-    out_dir = Path(out_dir)
     ctx = out_dir / f"{stem}_ctx.onnx"
     try:
         htp_session(qdq_model, soc, context_out=ctx, cpu_fallback=False, optimization_mode=optimization_mode)
@@ -158,8 +195,62 @@ def _raise_offending(offending: list[tuple[str, str]], soc: Soc) -> None:
 def clear_context(out_dir: Path, stem: str = "student") -> None:
     """Remove a previous compilation's files (the EP refuses to overwrite them)."""
     for f in out_dir.iterdir():
-        if f.name.startswith(f"{stem}_ctx") or f.suffix == ".bin":
+        if f.suffix == ".bin" or (f.name.startswith(stem) and "_ctx" in f.name):
             f.unlink()
+
+
+def split_at_features(qdq_model: str | os.PathLike, folder: Path) -> list[tuple[str, Path]]:
+    """The QDQ model cut at its quantized features tensor: [("features", LR → features),
+    ("decode", features → SR)], written to `folder`. The cut is the QuantizeLinear's 16-bit
+    output, so both context binaries keep it quantized and nothing runs between them."""
+    import onnx
+    from onnx.utils import Extractor
+
+    from .onnx_export import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME
+
+    model = onnx.load(str(qdq_model))
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and FEATURES_NAME in n.input]
+    if len(quantize) != 1:
+        raise UserError(f"{Path(qdq_model).name} has no quantized {FEATURES_NAME!r} tensor to split the QNN graph "
+                        "at: give htp_optimization_mode one level")
+    cut = quantize[0].output[0]
+    extractor = Extractor(onnx.shape_inference.infer_shapes(model))
+    halves = {"features": extractor.extract_model([INPUT_NAME], [cut]),
+              "decode": extractor.extract_model([cut], [OUTPUT_NAME])}
+    # a cut: every node lands in a half, and only constant-only nodes (e.g. the DequantizeLinear of
+    # a shared scalar) land in both
+    constants = {i.name for i in model.graph.initializer}
+    nodes = [{n.output[0] for n in h.graph.node} for h in halves.values()]
+    both = {n.output[0] for n in model.graph.node if n.output[0] in nodes[0] & nodes[1] and not set(n.input) <= constants}
+    if both or len(nodes[0] | nodes[1]) != len(model.graph.node):
+        raise UserError(f"{Path(qdq_model).name}: the {FEATURES_NAME!r} tensor does not cut the graph in two")
+    paths = []
+    for name, half in halves.items():
+        path = folder / f"{name}.onnx"
+        onnx.save_model(half, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=path.name + ".data")
+        paths.append((name, path))
+    return paths
+
+
+def chain_contexts(ctx_models: list[Path], out: Path) -> Path:
+    """One EPContext model running `ctx_models` in order, each one's outputs the next one's
+    inputs; their `.bin` files stay beside it, referenced by name. onnxruntime-qnn loads every
+    context of such a model in one session."""
+    import onnx
+    from onnx import helper
+
+    models = [onnx.load(str(p), load_external_data=False) for p in ctx_models]
+    for a, b in zip(models, models[1:]):
+        if [o.name for o in a.graph.output] != [i.name for i in b.graph.input]:
+            raise RuntimeError("context models do not chain: one's outputs are not the next one's inputs")
+    graph = helper.make_graph([n for m in models for n in m.graph.node], "student", list(models[0].graph.input),
+                              list(models[-1].graph.output), value_info=[o for m in models[:-1] for o in m.graph.output])
+    opsets = {o.domain: o for m in models for o in m.opset_import}
+    chained = helper.make_model(graph, opset_imports=list(opsets.values()))
+    chained.ir_version = models[0].ir_version
+    onnx.save(chained, str(out))
+    return out
 
 
 def coverage(ctx_model: str | os.PathLike, qdq_model: str | os.PathLike | None = None) -> dict:

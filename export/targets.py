@@ -2,7 +2,7 @@
 manifest, and only then rename the folder into place (a failed check leaves nothing behind).
 
 Layout under `out`: `onnx/` (fp32 + W8A16 QDQ), `qnn-<SOC>/` (EPContext model + QNN context
-`.bin`), `executorch/` (XNNPACK `.pte`), `coreml/` (fp32 and W8A16 `.mlpackage`).
+`.bin` per compiled graph), `executorch/` (XNNPACK `.pte`), `coreml/` (fp32 and W8A16 `.mlpackage`).
 """
 
 from __future__ import annotations

@@ -55,7 +55,11 @@ def test_qnn_context_binary_is_all_htp_with_recorded_parity(exported):
     assert (m["soc_model"], m["htp_arch"]) == (69, 79)
     ctx_file = next(a for a in m["artifacts"] if a["kind"] == "qnn_context")
     nodes = [n.op_type for n in onnx.load(str(exported["qnn"] / ctx_file["file"])).graph.node]
-    assert nodes.count("EPContext") == 1 and set(nodes) <= {"EPContext", "QuantizeLinear", "DequantizeLinear"}
+    # the default config compiles the student's two halves as two chained context binaries
+    assert m["htp_optimization_mode"] == {"features": 2, "decode": 1}
+    assert nodes.count("EPContext") == 2 and set(nodes) <= {"EPContext", "QuantizeLinear", "DequantizeLinear"}
+    bins = sorted(a["file"] for a in m["artifacts"] if a["kind"] == "qnn_context_bin")
+    assert bins == ["student_decode_ctx_qnn.bin", "student_features_ctx_qnn.bin"]
     onnx_m = _manifest(exported["onnx"])
     fp32 = next(a for a in onnx_m["artifacts"] if a["kind"] == "fp32")
     assert fp32["psnr_db"] >= 60.0
@@ -139,16 +143,32 @@ def test_unsupported_op_fails_the_qnn_export_naming_the_node(ctx, tmp_path):
     assert erf_nodes[0] in str(e.value) and "(Erf)" in str(e.value)
 
 
-def test_htp_optimization_mode_is_passed_to_the_compiler(exported, tmp_path):
-    """Mode 1 (fastest preparation) still gives a 100%-HTP context; a bad mode is one clear error."""
+def test_one_graph_compiles_all_htp_and_agrees_with_the_two_halves(exported, ctx, tmp_path):
+    """One level compiles one graph (one EPContext, one `.bin`), still 100% HTP, computing what the
+    exported two-half context computes; bad levels or halves are one clear error."""
     qdq = exported["onnx"] / "student_w8a16.onnx"
     (tmp_path / "m1").mkdir()
-    ctx_model = qnn.compile_context(qdq, tmp_path / "m1", qnn.get_soc("SM8750"), optimization_mode=1)
-    assert qnn.coverage(ctx_model, qdq)["htp_fraction"] == 1.0
-    assert any(p.suffix == ".bin" for p in (tmp_path / "m1").iterdir())
-    (tmp_path / "bad").mkdir()
-    with pytest.raises(UserError, match="htp_optimization_mode must be one of"):
-        qnn.compile_context(qdq, tmp_path / "bad", qnn.get_soc("SM8750"), optimization_mode=7)
+    one = qnn.compile_context(qdq, tmp_path / "m1", qnn.get_soc("SM8750"), optimization_mode=1)
+    assert qnn.coverage(one, qdq)["htp_fraction"] == 1.0
+    assert [n.op_type for n in onnx.load(str(one)).graph.node].count("EPContext") == 1
+    assert len([p for p in (tmp_path / "m1").iterdir() if p.suffix == ".bin"]) == 1
+    two = next(exported["qnn"].glob("*_ctx.onnx"))
+    assert w8a16.psnr(load_artifact(two)(ctx.eval_lr).numpy(), load_artifact(one)(ctx.eval_lr).numpy()) >= 50.0
+    for bad, message in ((7, "must be one of"), ({"features": 2}, "needs exactly the keys features, decode"),
+                         ({"features": 2, "decode": 0}, "must be one of")):
+        with pytest.raises(UserError, match=message):
+            ExportConfig(htp_optimization_mode=bad)
+
+
+def test_two_halves_need_the_features_tensor(tmp_path):
+    """A graph without the student's features tensor cannot be split: one clear error, no files."""
+    fp32 = export_onnx(nn.Sequential(nn.Conv2d(3, 48, 3, padding=1), nn.PixelShuffle(4)), TILE, tmp_path / "conv.onnx")
+    q = tmp_path / "q.onnx"
+    w8a16.quantize_w8a16(fp32, q, w8a16.calibrate(fp32, lr_tiles("train", TILE, 2).numpy(), tmp_path / "r.json"), [])
+    (tmp_path / "ctx").mkdir()
+    with pytest.raises(UserError, match="no quantized 'features' tensor"):
+        qnn.compile_context(q, tmp_path / "ctx", qnn.get_soc("SM8750"), optimization_mode={"features": 2, "decode": 1})
+    assert list((tmp_path / "ctx").iterdir()) == []
 
 
 def test_failed_check_leaves_no_artifact_behind(ctx, tmp_path):
