@@ -160,6 +160,18 @@ def test_one_graph_compiles_all_htp_and_agrees_with_the_two_halves(exported, ctx
             ExportConfig(htp_optimization_mode=bad)
 
 
+def test_sm8650_context_is_all_htp_and_meets_40_db(exported, ctx, tmp_path):
+    """The second SoC (soc_model 57, htp_arch 75) compiles the same QDQ model 100% onto its HTP."""
+    qdq = exported["onnx"] / "student_w8a16.onnx"
+    (tmp_path / "sm8650").mkdir()
+    ctx_model = qnn.compile_context(qdq, tmp_path / "sm8650", qnn.get_soc("sm8650"),
+                                    optimization_mode=ExportConfig().htp_optimization_mode)
+    assert qnn.coverage(ctx_model, qdq)["htp_fraction"] == 1.0
+    (tmp_path / "sm8650" / "manifest.json").write_text(json.dumps({"soc": "SM8650"}))
+    sr = load_artifact(ctx_model)(ctx.eval_lr)
+    assert w8a16.psnr(ctx.reference.numpy(), sr.numpy()) >= 40.0
+
+
 def test_two_halves_need_the_features_tensor(tmp_path):
     """A graph without the student's features tensor cannot be split: one clear error, no files."""
     fp32 = export_onnx(nn.Sequential(nn.Conv2d(3, 48, 3, padding=1), nn.PixelShuffle(4)), TILE, tmp_path / "conv.onnx")
