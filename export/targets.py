@@ -39,6 +39,7 @@ class Context:
         self.eval_lr = calibration.lr_tiles("heldout", cfg.tile, cfg.eval_count, cfg.seed)
         with torch.no_grad():
             self.reference = self.student(self.eval_lr)
+        self.equivalence: dict[str, float] = {}  # deploy backend → max|Δ| / max|y| vs the student
 
     def deploy(self, backend: str) -> torch.nn.Module:
         """The deploy form for `backend`, checked equivalent to the training form in fp32."""
@@ -47,7 +48,7 @@ class Context:
             diff = relative_max_diff(self.reference, model(self.eval_lr))
         if diff > self.cfg.max_equivalence:
             raise RuntimeError(f"deploy form ({backend}) differs from the student: {diff:.2e} > {self.cfg.max_equivalence:.0e}")
-        self.equivalence = diff
+        self.equivalence[backend] = diff
         return model
 
     def parity(self, run: Callable[[torch.Tensor], torch.Tensor]) -> float:
@@ -55,7 +56,8 @@ class Context:
 
         return psnr(self.reference.numpy(), run(self.eval_lr).numpy())
 
-    def manifest(self, folder: Path, target: str, artifacts: list[dict], **fields) -> dict:
+    def manifest(self, folder: Path, target: str, backends: tuple[str, ...], artifacts: list[dict], **fields) -> dict:
+        """Write `folder`'s manifest; `backends` are the deploy forms its artifacts were built from."""
         for a in artifacts:
             p = folder / a["file"]
             a.update(sha256=sha256_tree(p), bytes=size_on_disk(p))
@@ -64,7 +66,7 @@ class Context:
             input={"name": "lr", "shape": [1, 3, self.cfg.tile, self.cfg.tile], "dtype": "float32", "range": [0, 1]},
             output={"name": "sr", "shape": [1, 3, 4 * self.cfg.tile, 4 * self.cfg.tile], "dtype": "float32"},
             evaluation_set=calibration.describe("heldout", self.cfg.tile, self.cfg.eval_count, self.cfg.seed),
-            deploy_equivalence=self.equivalence, artifacts=artifacts, **fields,
+            deploy_equivalence={b: self.equivalence[b] for b in backends}, artifacts=artifacts, **fields,
         )
 
     def check(self, name: str, value: float, minimum: float) -> None:
@@ -124,9 +126,9 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
             onnx_files.insert(1, {"file": fp32.name + ".data", "kind": "fp32_weights"})
         for scratch in (pre, Path(str(pre) + ".data"), cache):
             scratch.unlink(missing_ok=True)
-        ctx.manifest(tmp_onnx, "onnx", onnx_files, soc=soc.name, quantization=quant_info)
+        ctx.manifest(tmp_onnx, "onnx", ("qnn",), onnx_files, soc=soc.name, quantization=quant_info)
         bins = sorted(p.name for p in tmp_qnn.iterdir() if p.suffix == ".bin")
-        ctx.manifest(tmp_qnn, "qnn_context_binary", [{"file": ctx_model.name, "kind": "qnn_context", "psnr_db_htp_emulator": w8_psnr}]
+        ctx.manifest(tmp_qnn, "qnn_context_binary", ("qnn",), [{"file": ctx_model.name, "kind": "qnn_context", "psnr_db_htp_emulator": w8_psnr}]
                      + [{"file": b, "kind": "qnn_context_bin"} for b in bins],
                      soc=soc.name,
                      soc_model=soc.soc_model, htp_arch=soc.htp_arch, htp_optimization_mode=cfg.htp_optimization_mode,
@@ -152,7 +154,7 @@ def export_executorch(ctx: Context, out: Path, force: bool = False) -> dict:
             pte = et.export_xnnpack(ctx.deploy("xnnpack"), cfg.tile, tmp / "student_xnnpack.pte")
             steps.update()
             # the runtime needs the tile from the manifest: write a first one, then the final one
-            ctx.manifest(tmp, "executorch", [{"file": pte.name, "kind": "xnnpack_fp32"}])
+            ctx.manifest(tmp, "executorch", ("xnnpack",), [{"file": pte.name, "kind": "xnnpack_fp32"}])
             parity = ctx.parity(load_artifact(pte))
             ctx.check("XNNPACK .pte", parity, cfg.min_fp32_psnr)
             files = [{"file": pte.name, "kind": "xnnpack_fp32", "psnr_db": parity,
@@ -173,7 +175,7 @@ def export_executorch(ctx: Context, out: Path, force: bool = False) -> dict:
                 notes.append("QNN .pte not lowered: QNN_SDK_ROOT does not point at a QNN SDK "
                              "(its pt2e 16a8w quantization ran here: see qnn_pte_quantization)")
             steps.update()
-            ctx.manifest(tmp, "executorch", files, notes=notes, qnn_pte_quantization=qnn_pte,
+            ctx.manifest(tmp, "executorch", ("xnnpack", "qnn_pte"), files, notes=notes, qnn_pte_quantization=qnn_pte,
                          export_seconds=time.perf_counter() - t0)
     return {"executorch": str(folder), "fp32_psnr": parity, "qnn_pte_16a8w_psnr": simulated, "notes": notes}
 
@@ -195,7 +197,7 @@ def export_coreml(ctx: Context, out: Path, force: bool = False) -> dict:
                 cm.check_spec(spec, cfg.tile, w8a16)
                 files.append({"file": name, "kind": "w8a16" if w8a16 else "fp32", "spec": spec})
                 steps.update()
-            ctx.manifest(tmp, "coreml", files, quantization="int8 per-channel symmetric weights, fp16 compute (w8a16 package)",
+            ctx.manifest(tmp, "coreml", ("coreml",), files, quantization="int8 per-channel symmetric weights, fp16 compute (w8a16 package)",
                          export_seconds=time.perf_counter() - t0)
     return {"coreml": str(folder)}
 

@@ -200,6 +200,9 @@ def test_executorch_xnnpack_pte_runs_here_at_fp32_parity(exported, ctx):
     assert pte["delegate_partitions"] == 1
     assert any("QNN_SDK_ROOT" in n for n in m["notes"])
     assert not any(a["kind"] == "qnn_16a8w" for a in m["artifacts"])  # no SDK here: nothing lowered
+    # each deploy form the folder's artifacts came from, with its own equivalence to the student
+    assert set(m["deploy_equivalence"]) == {"xnnpack", "qnn_pte"}
+    assert max(m["deploy_equivalence"].values()) <= 1e-4
     sr = load_artifact(exported["executorch"] / pte["file"])(ctx.eval_lr)
     assert sr.shape == (2, 3, 4 * TILE, 4 * TILE)
     assert ctx.parity(lambda x: sr) >= 60.0
