@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from adcsr.export import calibration, qnn, w8a16
-from adcsr.export.config import load_export_config
+from adcsr.export.config import ExportConfig, load_export_config
 from adcsr.export.deploy import deploy_form
 from adcsr.export.onnx_export import export_onnx
 from adcsr.export.student_io import StudentRef
@@ -41,22 +41,22 @@ def _row(folder: Path) -> list[str]:
     return rows
 
 
-def compile_only(preset: str, out: Path, tile: int, soc: str, calibration_count: int,
-                 optimization_mode: int | dict | None) -> list[Path]:
+def compile_only(preset: str, out: Path, cfg: ExportConfig) -> list[Path]:
     """fp32 ONNX → preprocess → calibrate → W8A16 QDQ → context binary; returns its `.bin` files."""
+    tile = cfg.tile
     out.mkdir(parents=True, exist_ok=True)
     student = StudentRef.parse(f"preset:{preset}", 0).load()
     fp32 = export_onnx(deploy_form(student, "qnn", tile), tile, out / "student_fp32.onnx")
     del student
     pre = w8a16.preprocess(fp32, out / "student_fp32_qnnprep.onnx")
-    ranges = w8a16.calibrate(pre, calibration.lr_tiles("train", tile, calibration_count, 0).numpy(),
+    ranges = w8a16.calibrate(pre, calibration.lr_tiles("train", tile, cfg.calibration_count, cfg.seed).numpy(),
                              out / "calibration_ranges.json")
     qdq = out / "student_w8a16_qdq.onnx"
     w8a16.quantize_w8a16(pre, qdq, ranges)
-    ctx_dir = out / f"qnn-{soc}"
+    ctx_dir = out / f"qnn-{cfg.soc}"
     ctx_dir.mkdir(exist_ok=True)
     qnn.clear_context(ctx_dir)
-    ctx = qnn.compile_context(qdq, ctx_dir, qnn.get_soc(soc), optimization_mode=optimization_mode)
+    ctx = qnn.compile_context(qdq, ctx_dir, qnn.get_soc(cfg.soc), optimization_mode=cfg.htp_optimization_mode)
     print(f"HTP coverage: {qnn.coverage(ctx, qdq)['htp_fraction']:.0%}")
     return sorted(ctx_dir.glob("*.bin"))
 
@@ -84,17 +84,16 @@ def main() -> None:
                     help="one QNN graph at this finalization level (default: the export config's setting)")
     args = ap.parse_args()
     out = Path(args.out)
-    mode = args.htp_optimization_mode or load_export_config(None).htp_optimization_mode
+    # random weights: report the W8A16 figure, do not gate on it
+    one_graph = {} if args.htp_optimization_mode is None else {"htp_optimization_mode": args.htp_optimization_mode}
+    cfg = load_export_config(None, tile=args.tile, soc=args.soc, calibration_count=args.calibration_count,
+                             eval_count=args.eval_count, min_w8a16_psnr=0.0, **one_graph)
     if args.compile_only:
         t0 = time.perf_counter()
-        bins = compile_only(args.preset, out, args.tile, args.soc, args.calibration_count, mode)
+        bins = compile_only(args.preset, out, cfg)
         print(f"preset {args.preset}, LR tile {args.tile}², SoC {args.soc}: compile-only {time.perf_counter() - t0:.0f} s")
         _report_size(bins)
         return
-    # random weights: report the W8A16 figure, do not gate on it
-    cfg = load_export_config(None, tile=args.tile, soc=args.soc, calibration_count=args.calibration_count,
-                             eval_count=args.eval_count, min_w8a16_psnr=0.0,
-                             htp_optimization_mode=mode)
     t0 = time.perf_counter()
     export(f"preset:{args.preset}", out, args.targets, cfg, force=True)
     total = time.perf_counter() - t0

@@ -53,19 +53,16 @@ def name_weights_by_module(proto) -> None:
         if node.op_type not in ("Conv", "MatMul", "Gemm") or len(node.input) < 2:
             continue
         weight = node.input[1]
-        scopes = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes")
-        if weight not in inits or weight.endswith(".weight") or not scopes:
+        scopes = node_scopes(node)
+        if weight not in inits or weight.endswith(".weight") or len(scopes) < 2:
             continue
-        module = eval_scopes(scopes)
+        module = scopes[-2]  # the last entry is the op itself
         new = f"{module}.weight"
         if not module or new in inits:
             continue
         inits[weight].name = new
         inits[new] = inits.pop(weight)
-        for other in proto.graph.node:
-            for k, name in enumerate(other.input):
-                if name == weight:
-                    other.input[k] = new
+        _rename_uses(proto, weight, new)
 
 
 def name_features(proto) -> None:
@@ -75,32 +72,33 @@ def name_features(proto) -> None:
     changes with the model, a fixed one lets later steps find the boundary after QNN
     preprocessing and quantization, which drop the scope metadata but keep tensor names.
     """
-    import ast
-
     last = None
     for node in proto.graph.node:
-        scopes = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes")
-        if scopes and any(s.endswith(FEATURES_SCOPE) for s in ast.literal_eval(scopes)):
+        if any(s.endswith(FEATURES_SCOPE) for s in node_scopes(node)):
             last = node
     if last is None:
         return
     old = last.output[0]
     last.output[0] = FEATURES_NAME
-    for node in proto.graph.node:
-        for k, name in enumerate(node.input):
-            if name == old:
-                node.input[k] = FEATURES_NAME
+    _rename_uses(proto, old, FEATURES_NAME)
     for info in proto.graph.value_info:
         if info.name == old:
             info.name = FEATURES_NAME
 
 
-def eval_scopes(scopes: str) -> str:
-    """The module path in the exporter's name-scope list: "['', 'a', 'a.b', 'linear']" -> "a.b"."""
+def node_scopes(node) -> list[str]:
+    """The exporter's module scopes of a node, outermost first: ['', 'a', 'a.b', 'linear']."""
     import ast
 
-    parts = ast.literal_eval(scopes)
-    return parts[-2] if len(parts) >= 2 else ""
+    scopes = {p.key: p.value for p in node.metadata_props}.get("pkg.torch.onnx.name_scopes")
+    return ast.literal_eval(scopes) if scopes else []
+
+
+def _rename_uses(proto, old: str, new: str) -> None:
+    for node in proto.graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
 
 
 def unshare_initializers(proto) -> None:
