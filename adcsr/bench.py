@@ -8,14 +8,22 @@ peak-memory probe:
 - `osediff:tiny`, `osediff:sd21` (the OSEDiff-shaped teacher: VAE encoder + UNet + VAE decoder,
   random weights unless loaded from local folders), and any registered teacher by name
   (`realesrgan`, `realesrgan-compact`).
+
+CPU backends (`--backends`): `torch` (eager), `torch-channels-last`, `torch-compile` (inductor with
+frozen weights) and `onnxruntime`. Each backend runs in a fresh process, one after another; within
+it, teacher and student repeats are interleaved, so every backend's speed-up comes from paired
+measurements.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import multiprocessing as mp
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -89,6 +97,43 @@ def _torch_runner(model: nn.Module, lr: torch.Tensor) -> Callable[[], Any]:
     return run
 
 
+def _channels_last_runner(model: nn.Module, lr: torch.Tensor) -> Callable[[], Any]:
+    """Eager PyTorch on NHWC tensors (oneDNN's preferred convolution layout), on a copy of the model."""
+    m = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return _torch_runner(m, lr.contiguous(memory_format=torch.channels_last))
+
+
+def _compiled_runner(model: nn.Module, lr: torch.Tensor) -> Callable[[], Any]:
+    """`torch.compile` (inductor) with frozen weights, PyTorch's CPU inference setting: weights are
+    folded into the graph as constants and convolutions pre-packed for oneDNN. Compiles here, so the
+    compile time is not timed."""
+    import torch._inductor.config as inductor_config
+
+    compiled = torch.compile(model)
+    try:
+        with inductor_config.patch(freezing=True), torch.inference_mode():
+            compiled(lr)
+    except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError) as e:
+        raise UserError(f"torch-compile backend: inductor could not compile (it needs a C++ compiler): "
+                        f"{str(e).splitlines()[0]}") from None
+    return _torch_runner(compiled, lr)
+
+
+BACKENDS = ("torch", "torch-channels-last", "torch-compile", "onnxruntime")
+
+
+def _runner(backend: str, model: nn.Module, lr: torch.Tensor, folder: Path) -> Callable[[], Any]:
+    if backend == "torch":
+        return _torch_runner(model, lr)
+    if backend == "torch-channels-last":
+        return _channels_last_runner(model, lr)
+    if backend == "torch-compile":
+        return _compiled_runner(model, lr)
+    if backend == "onnxruntime":
+        return _onnx_runner(model, lr, folder)
+    raise UserError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
+
+
 def _vm_hwm() -> int:
     """This process's peak resident set (VmHWM, bytes). Unlike ru_maxrss it restarts at exec, so a
     spawned child does not inherit its parent's peak."""
@@ -99,32 +144,49 @@ def _vm_hwm() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _probe_peak_rss(spec: str, lr_size: int, queue: Any) -> None:
-    """Child process: build one model, run it once, report (baseline, peak) RSS in bytes."""
+def _in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """`fn(*args)` in a newly spawned interpreter; its result, or its exception re-raised here. What
+    the call allocated (weights, compiled code, sessions) is gone when it returns."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            raise RuntimeError(f"{fn.__name__}{args} died (out of memory?)") from None
+
+
+def _probe_peak_rss(spec: str, lr_size: int) -> tuple[int, int]:
+    """Fresh process: build one model, run it once; (baseline, peak) resident bytes."""
     base = _vm_hwm()
     model = build(spec).module
     with torch.inference_mode():
         model(torch.rand(1, 3, lr_size, lr_size))
-    queue.put((base, _vm_hwm()))
+    return base, _vm_hwm()
 
 
 def peak_rss(spec: str, lr_size: int) -> dict[str, int]:
     """Peak resident memory of building + running one model, measured in a fresh process."""
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_probe_peak_rss, args=(spec, lr_size, queue))
-    proc.start()
-    proc.join()
-    if proc.exitcode != 0:
-        raise RuntimeError(f"memory probe for {spec} exited with code {proc.exitcode}")
-    base, peak = queue.get()
+    base, peak = _in_fresh_process(_probe_peak_rss, spec, lr_size)
     return {"peak_rss_bytes": peak, "model_rss_bytes": peak - base}
+
+
+def _bench_input(lr_size: int) -> torch.Tensor:
+    return torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
+
+
+def _time_backend(backend: str, specs: list[str], lr_size: int, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Fresh process: build the models, time them interleaved on one backend; seconds per call by label."""
+    from tqdm import tqdm
+
+    models = [build(spec) for spec in specs]
+    lr = _bench_input(lr_size)
+    with tempfile.TemporaryDirectory() as tmp, tqdm(total=repeats * len(models), desc=f"bench {backend}",
+                                                    unit="run") as bar:
+        runners = {m.label: _runner(backend, m.module, lr, Path(tmp)) for m in models}
+        return interleaved(runners, repeats=repeats, warmup=warmup, progress=bar.update)
 
 
 def _cuda_variants(model: nn.Module, lr: torch.Tensor) -> dict[str, Callable[[], Any]]:
     """fp32 / fp16 / bf16 / channels-last / torch.compile variants on the GPU."""
-    import copy
-
     variants: dict[str, Callable[[], Any]] = {}
     x = lr.cuda()
     for name, dtype, channels_last, compiled in (
@@ -148,49 +210,50 @@ def _cuda_variants(model: nn.Module, lr: torch.Tensor) -> dict[str, Callable[[],
     return variants
 
 
+def _time_cuda(specs: list[str], lr_size: int) -> dict[str, dict[str, list[float]]]:
+    """Fresh process: CUDA-event timings of every GPU variant of each model, by label and variant."""
+    lr = _bench_input(lr_size)
+    return {m.label: cuda_interleaved(_cuda_variants(m.module, lr)) for m in map(build, specs)}
+
+
 def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats: int = 5, warmup: int = 1,
               backends: tuple[str, ...] = ("torch", "onnxruntime"), memory: bool = True,
               cuda: bool | None = None) -> dict[str, Any]:
     """Time teacher and student side by side; returns rows + the student's speed-up per backend."""
-    from tqdm import tqdm
-
     from adcsr.core.models.macs import count_macs, count_params
 
     models = [build(teacher_spec), build(student_spec)]
-    lr = torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
+    lr = _bench_input(lr_size)
+    if models[0].label == models[1].label:
+        raise UserError(f"teacher and student are the same model ({models[0].label})")
+    info = {m.label: {"params": count_params(m.module), "macs": count_macs(m.module, lr)} for m in models}
+    (teacher, student), specs = info, [m.spec for m in models]
+    del models
+    # Each backend in its own process (teacher and student interleaved there, so its ratio is from
+    # paired runs): one backend's memory (a channels-last copy, inductor's frozen constants and
+    # loaded code, ONNX sessions) never stays for the next one.
+    times = {backend: _in_fresh_process(_time_backend, backend, specs, lr_size, repeats, warmup)
+             for backend in backends}
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        runners: dict[tuple[str, str], Callable[[], Any]] = {}
-        for backend in backends:
-            for m in models:
-                if backend == "torch":
-                    runners[(m.label, backend)] = _torch_runner(m.module, lr)
-                elif backend == "onnxruntime":
-                    runners[(m.label, backend)] = _onnx_runner(m.module, lr, Path(tmp))
-                else:
-                    raise UserError(f"unknown backend {backend!r} (known: torch, onnxruntime)")
-        with tqdm(total=repeats * len(runners), desc="bench", unit="run") as bar:
-            times = interleaved(runners, repeats=repeats, warmup=warmup, progress=bar.update)
-    for m in models:
-        info = {"params": count_params(m.module), "macs": count_macs(m.module, lr)}
+    for label, spec in zip(info, specs):
         if memory:
-            info.update(peak_rss(m.spec, lr_size))
+            info[label].update(peak_rss(spec, lr_size))
         for backend in backends:
-            rows.append({"model": m.label, "spec": m.spec, "backend": backend, **info,
-                         **summarize(times[(m.label, backend)])})
+            rows.append({"model": label, "spec": spec, "backend": backend, **info[label],
+                         **summarize(times[backend][label])})
     if cuda if cuda is not None else torch.cuda.is_available():
-        for m in models:
-            cuda_times = cuda_interleaved(_cuda_variants(m.module, lr))
-            for variant, t in cuda_times.items():
-                rows.append({"model": m.label, "spec": m.spec, "backend": f"cuda {variant}",
-                             "params": count_params(m.module), **summarize(t)})
+        cuda_times = _in_fresh_process(_time_cuda, specs, lr_size)
+        for label, spec in zip(info, specs):
+            for variant, t in cuda_times[label].items():
+                rows.append({"model": label, "spec": spec, "backend": f"cuda {variant}",
+                             "params": info[label]["params"], **summarize(t)})
     speedups = {}
     for backend in {r["backend"] for r in rows}:
         by_model = {r["model"]: r["median_ms"] for r in rows if r["backend"] == backend}
-        speedups[backend] = by_model[models[0].label] / by_model[models[1].label]
+        speedups[backend] = by_model[teacher] / by_model[student]
     return {
         "lr_size": lr_size, "sr_size": lr_size * 4, "repeats": repeats, "threads": torch.get_num_threads(),
-        "teacher": models[0].label, "student": models[1].label, "rows": rows, "student_speedup": speedups,
+        "teacher": teacher, "student": student, "rows": rows, "student_speedup": speedups,
     }
 
 
@@ -230,7 +293,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr-size", type=int, default=128, help="LR side in pixels (default 128 → 512)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"])
+    p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=BACKENDS,
+                   help="CPU backends, each timed teacher-vs-student interleaved (default: torch onnxruntime); "
+                        "torch-channels-last and torch-compile (inductor, frozen weights) are PyTorch's "
+                        "CPU inference variants")
     p.add_argument("--no-memory", action="store_true", help="skip the per-model peak-memory probe")
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md (default runs/bench-PRESET)")
     p.set_defaults(func=_main)

@@ -1,28 +1,30 @@
 """The README's latency tables: `adcsr bench` on the tiny and the full-size (sd21) presets.
 
-    python benchmarks/bench_presets.py [--presets tiny sd21] [--repeats 3] [--out runs/bench]
+    python benchmarks/bench_presets.py [--presets tiny sd21] [--repeats 3] [--backends ...] [--out runs/bench]
 
-Both backends at both sizes. Full size on 2 CPU cores takes 10–20 minutes (the OSEDiff-shaped
-teacher is ≈2.2 TMACs per image) and peaks at ≈19 GB of RAM (the teacher's 3.8 GB of fp32 weights
-held by PyTorch, its ONNX export and the onnxruntime session); the per-model peak-memory probe runs
-for the tiny preset only.
+Every CPU backend (eager, channels-last, inductor with frozen weights, onnxruntime) at both sizes.
+Full size on 2 CPU cores takes about half an hour (the OSEDiff-shaped teacher is ≈2.2 TMACs per
+image; inductor compiles each full-size model for 2–3 minutes) and peaks at ≈19 GB of RAM (the
+teacher's 3.8 GB of fp32 weights held by PyTorch, its ONNX export and the onnxruntime session);
+the per-model peak-memory probe runs for the tiny preset only.
 """
 
 import argparse
 import sys
 
-from adcsr.bench import markdown_table, run_bench, write_results
+from adcsr.bench import BACKENDS, markdown_table, run_bench, write_results
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["tiny", "sd21"], choices=["tiny", "sd21"])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     p.add_argument("--out", default="runs/bench")
     args = p.parse_args()
     for preset in args.presets:
         result = run_bench(f"osediff:{preset}", f"student:{preset}", repeats=args.repeats,
-                           backends=("torch", "onnxruntime"), memory=preset == "tiny")
+                           backends=tuple(args.backends), memory=preset == "tiny")
         write_results(result, f"{args.out}/{preset}")
         print(f"## {preset}\n\n{markdown_table(result)}")
     return 0

@@ -4,20 +4,25 @@ import json
 
 import pytest
 
-from adcsr.bench import build, peak_rss, run_bench, write_results
+import torch
+
+from adcsr.bench import BACKENDS, _runner, build, peak_rss, run_bench, write_results
 from adcsr.core.errors import UserError
 from adcsr.core.models.macs import count_params
+
+
+BENCHED = ("torch", "torch-channels-last", "onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def result():
     return run_bench("realesrgan-compact", "student:tiny", lr_size=32, repeats=2, warmup=1,
-                     backends=("torch", "onnxruntime"), memory=False, cuda=False)
+                     backends=BENCHED, memory=False, cuda=False)
 
 
 def test_rows_pair_every_model_with_every_backend(result):
     pairs = {(r["model"], r["backend"]) for r in result["rows"]}
-    assert pairs == {(m, b) for m in (result["teacher"], result["student"]) for b in ("torch", "onnxruntime")}
+    assert pairs == {(m, b) for m in (result["teacher"], result["student"]) for b in BENCHED}
     for backend, speedup in result["student_speedup"].items():
         rows = {r["model"]: r["median_ms"] for r in result["rows"] if r["backend"] == backend}
         assert speedup == pytest.approx(rows[result["teacher"]] / rows[result["student"]])
@@ -30,7 +35,21 @@ def test_results_written_as_json_and_markdown(result, tmp_path):
     js, md = write_results(result, tmp_path)
     assert json.loads(js.read_text())["student_speedup"] == result["student_speedup"]
     table = md.read_text()
-    assert table.count("| realesrgan-compact teacher |") == 2 and "×" in table
+    assert table.count("| realesrgan-compact teacher |") == len(BENCHED) and "×" in table
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_runs_the_model_it_is_given(backend, tmp_path):
+    """Each CPU backend (channels-last copy, inductor with frozen weights, ONNX) computes the same
+    image as eager PyTorch, and the channels-last copy leaves the benchmarked model as it was."""
+    model = build("realesrgan-compact").module
+    lr = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(lr)
+    out = _runner(backend, model, lr, tmp_path)()
+    out = torch.as_tensor(out[0] if isinstance(out, list) else out)
+    torch.testing.assert_close(out.contiguous(), expected, atol=1e-4, rtol=1e-4)
+    assert all(p.is_contiguous() for p in model.parameters())
 
 
 def test_memory_probe_sees_the_model_in_a_fresh_process():
@@ -46,3 +65,7 @@ def test_bad_spec_is_a_user_error():
         build("nosuchteacher")
     with pytest.raises(UserError, match="only student"):
         build("realesrgan:tiny")
+    with pytest.raises(UserError, match="same model"):
+        run_bench("student:tiny", "student:tiny", lr_size=16, repeats=1, memory=False, cuda=False)
+    with pytest.raises(UserError, match="unknown backend 'tensorrt'"):
+        _runner("tensorrt", build("realesrgan-compact").module, torch.rand(1, 3, 16, 16), None)
