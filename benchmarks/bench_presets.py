@@ -3,10 +3,11 @@
     python benchmarks/bench_presets.py [--presets tiny sd21] [--repeats 3] [--backends ...] [--out runs/bench]
 
 Every CPU backend (eager, channels-last, inductor with frozen weights, onnxruntime) at both sizes.
-Full size on 2 CPU cores takes about half an hour (the OSEDiff-shaped teacher is ≈2.2 TMACs per
-image; inductor compiles each full-size model for 2–3 minutes) and peaks at ≈19 GB of RAM (the
-teacher's 3.8 GB of fp32 weights held by PyTorch, its ONNX export and the onnxruntime session);
-the per-model peak-memory probe runs for the tiny preset only.
+Full size on 2 CPU cores takes ≈ 20 minutes with 5 repeats (the OSEDiff-shaped teacher is
+≈2.2 TMACs per image; inductor compiles each full-size model for 1.5–2.5 minutes); its largest
+process, the onnxruntime one, peaks at ≈ 17.5 GB (the teacher's 3.8 GB of fp32 weights held by
+PyTorch, its ONNX export and the onnxruntime session). The per-model peak-memory probe runs for
+the tiny preset only.
 """
 
 import argparse
