@@ -224,10 +224,10 @@ def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats:
 
     models = [build(teacher_spec), build(student_spec)]
     lr = _bench_input(lr_size)
-    if models[0].label == models[1].label:
-        raise UserError(f"teacher and student are the same model ({models[0].label})")
+    (teacher, student), specs = [m.label for m in models], [m.spec for m in models]
+    if teacher == student:
+        raise UserError(f"teacher and student are the same model ({teacher})")
     info = {m.label: {"params": count_params(m.module), "macs": count_macs(m.module, lr)} for m in models}
-    (teacher, student), specs = info, [m.spec for m in models]
     del models
     # Each backend in its own process (teacher and student interleaved there, so its ratio is from
     # paired runs): one backend's memory (a channels-last copy, inductor's frozen constants and
