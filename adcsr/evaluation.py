@@ -57,6 +57,51 @@ def quality(sr: torch.Tensor, hr: torch.Tensor, weights: dict[str, str]) -> dict
     return out
 
 
+def psnr_y(sr: torch.Tensor, ref: torch.Tensor) -> float:
+    from adcsr.core.metrics import evaluate
+
+    return evaluate(sr, ref, ["psnr_y"])["psnr_y"]
+
+
+def color_error(sr: torch.Tensor, hr: torch.Tensor) -> float:
+    """The largest |mean of a channel of SR − the same of HR| over photos and channels, on [0, 1]."""
+    return float((sr.float().mean((2, 3)) - hr.float().mean((2, 3))).abs().max())
+
+
+# What a working student must show on the held-out photos (the working-student issue's gates).
+COLOR_LIMIT_UNFIXED, COLOR_LIMIT_FIXED = 0.05, 0.02
+MIN_GAIN_OVER_BICUBIC_DB, MAX_LOSS_VS_TEACHER_DB, MAX_W8A16_DROP_DB = 1.5, 1.0, 0.5
+
+
+def student_checks(bicubic: dict, teacher: dict, student: dict, w8a16: dict | None) -> list[dict[str, Any]]:
+    """Pass/fail rows: smaller, faster, closer to the teacher than bicubic, colours right, W8A16 follows."""
+    def row(check: str, measured: float | None, target: str, passed: bool | None) -> dict[str, Any]:
+        return {"check": check, "measured": measured, "target": target,
+                "passed": None if measured is None else bool(passed)}
+
+    ratio = lambda key: teacher[key] / student[key] if teacher.get(key) and student.get(key) else None
+    gain = student["psnr_vs_teacher"] - bicubic["psnr_vs_teacher"]
+    rows = [
+        row("teacher / student parameters", ratio("params"), "> 1", (ratio("params") or 0) > 1),
+        row("teacher / student MACs", ratio("macs"), "> 1", (ratio("macs") or 0) > 1),
+        row("teacher / student CPU latency", ratio("latency_ms"), "> 1", (ratio("latency_ms") or 0) > 1),
+        row("PSNR-Y(student, teacher) − PSNR-Y(bicubic, teacher), dB", gain,
+            f"≥ {MIN_GAIN_OVER_BICUBIC_DB}", gain >= MIN_GAIN_OVER_BICUBIC_DB),
+        row("PSNR-Y vs HR: student − teacher, dB", student["psnr"] - teacher["psnr"],
+            f"≥ −{MAX_LOSS_VS_TEACHER_DB}", student["psnr"] - teacher["psnr"] >= -MAX_LOSS_VS_TEACHER_DB),
+        row("NIQE: student − bicubic", student["niqe"] - bicubic["niqe"], "< 0", student["niqe"] < bicubic["niqe"]),
+        row("colour error without a fix (max channel mean vs HR)", student["color_error_unfixed"],
+            f"≤ {COLOR_LIMIT_UNFIXED}", student["color_error_unfixed"] <= COLOR_LIMIT_UNFIXED),
+        row("colour error with the default fix", student["color_error"], f"≤ {COLOR_LIMIT_FIXED}",
+            student["color_error"] <= COLOR_LIMIT_FIXED),
+    ]
+    if w8a16 is not None:
+        drop = w8a16["psnr"] - student["psnr"]
+        rows.append(row("PSNR-Y vs HR: W8A16 on the HTP emulator − fp32 student, dB", drop,
+                        f"≥ −{MAX_W8A16_DROP_DB}", drop >= -MAX_W8A16_DROP_DB))
+    return rows
+
+
 def _save_png(img: torch.Tensor, path: Path) -> str:
     from adcsr.core.imaging import write_image
 
@@ -109,6 +154,7 @@ def _artifacts(ctx: StageContext) -> list[dict[str, Any]]:
 
 def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
     from adcsr.bench import run_bench
+    from adcsr.core.colorfix import get_color_fix
     from adcsr.core.models.student import AdcSRStudent
     from adcsr.core.models.teachers import get_teacher
     from adcsr.export.runtime import load_artifact
@@ -126,6 +172,7 @@ def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
     student = AdcSRStudent.from_pretrained(student_dir).eval()
     w8a16 = load_artifact(ctx.input("export.qnn")) if "export.qnn" in ctx.inputs else None
 
+    fix = get_color_fix(AdcSRStudent.default_color_fix)
     outputs: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "LR bicubic": lambda x: F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1),
         f"teacher ({teacher.name})": teacher.upscale,
@@ -134,7 +181,10 @@ def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
     if w8a16 is not None:
         outputs["student W8A16 (HTP emulator)"] = w8a16
     with torch.no_grad():
-        srs = {label: fn(lr) for label, fn in outputs.items()}
+        raw = {label: fn(lr) for label, fn in outputs.items()}
+    # the student and its artifacts are shown and measured as a user gets them: colour-fixed
+    srs = {label: fix(sr, lr).clamp(0, 1) if label.startswith("student") else sr for label, sr in raw.items()}
+    teacher_label = f"teacher ({teacher.name})"
 
     crops = []
     for i, name in enumerate(names):
@@ -155,22 +205,32 @@ def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
     models = []
     for label, sr in srs.items():
         role = "teacher" if label.startswith("teacher") else "student" if label.startswith("student") else None
-        row = {"name": label, **quality(sr, hr, rc.metric_weights)}
+        row = {"name": label, **quality(sr, hr, rc.metric_weights),
+               "psnr_vs_teacher": None if role == "teacher" else psnr_y(sr, srs[teacher_label]),
+               "color_error": color_error(sr, hr)}
+        if role == "student":
+            row["color_error_unfixed"] = color_error(raw[label], hr)
         if role in rows_by_role:
             b = rows_by_role[role]
             row.update(params=b["params"], macs=b["macs"])
-            if label in (f"teacher ({teacher.name})", "student fp32"):
+            if label in (teacher_label, "student fp32"):
                 row["latency_ms"] = b["median_ms"]
         if label == "student fp32":
             row["size_bytes"] = size_on_disk(student_dir)
         elif role == "teacher" and teacher_files and all(p.exists() for p in teacher_files):
             row["size_bytes"] = sum(size_on_disk(p) for p in teacher_files)
         models.append(row)
+    by_name = {m["name"]: m for m in models}
+    checks = student_checks(by_name["LR bicubic"], by_name[teacher_label], by_name["student fp32"],
+                            by_name.get("student W8A16 (HTP emulator)"))
 
     notes = [
         f"Held-out photos {', '.join(names)}: centre crops {4 * rc.lr_size}² degraded with the training "
         f"degradation (seed {cfg.seed}); PSNR/SSIM on Y with a 4-pixel border; NIQE on the SR image.",
         f"Teacher: {json.dumps(teacher.describe(), default=str)}.",
+        f"Student rows are colour-fixed as a user gets them ({AdcSRStudent.default_color_fix}: each channel's mean "
+        "and std matched to the LR image's, as the AdcSR release does); colour error = the largest |channel mean "
+        "of SR − that of HR| over photos and channels, on [0, 1]; 'without a fix' is the network's own output.",
     ]
     if bench:
         notes.append(f"Latency: median of {bench['repeats']} interleaved runs, 128² → 512², PyTorch on "
@@ -182,6 +242,7 @@ def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
         "title": "adcsr-mobile pipeline report",
         "subtitle": f"run folder {cfg.run_dir} · student {student_dir}",
         "models": models,
+        "checks": checks,
         "artifacts": _artifacts(ctx),
         "published": PUBLISHED,
         "crops": crops,

@@ -20,10 +20,14 @@ MODEL_COLUMNS = [
     ("macs", "MACs (128²→512²)"),
     ("size_bytes", "file size"),
     ("latency_ms", "CPU latency"),
-    ("psnr", "PSNR ↑"),
+    ("psnr", "PSNR-Y vs HR ↑"),
+    ("psnr_vs_teacher", "PSNR-Y vs teacher ↑"),
     ("ssim", "SSIM ↑"),
     ("niqe", "NIQE ↓"),
+    ("color_error", "colour error ↓"),
 ]
+
+CHECK_COLUMNS = [("check", "check"), ("measured", "measured"), ("target", "target"), ("passed", "")]
 
 ARTIFACT_COLUMNS = [
     ("name", "artifact"),
@@ -44,7 +48,9 @@ def _fmt(key: str, value: Any) -> str:
         return _bytes(value)
     if key == "latency_ms":
         return f"{value:.1f} ms"
-    if key in ("psnr", "parity_psnr_db"):
+    if key == "passed":
+        return "pass" if value else "FAIL"
+    if key in ("psnr", "psnr_vs_teacher", "parity_psnr_db"):
         return "∞ dB" if math.isinf(value) else f"{value:.2f} dB"
     if key == "htp_coverage":
         return f"{100 * value:.0f}%"
@@ -168,7 +174,8 @@ figcaption{font-size:.8em;color:#5b6475;text-align:center}
 def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Render `results` into `out_dir/report.md` and `out_dir/report.html` (plus PNG figures).
 
-    `results` keys: `title`, `subtitle`, `models` (rows of MODEL_COLUMNS keys), `artifacts`
+    `results` keys: `title`, `subtitle`, `models` (rows of MODEL_COLUMNS keys), `checks` (rows of
+    CHECK_COLUMNS keys: the student's pass/fail gates), `artifacts`
     (rows of ARTIFACT_COLUMNS keys), `published` (paper figures, shown apart), `crops`
     (list of {"photo", "panels": [(label, relative png path), ...]}), `curves`
     ({stage: {"step": [...], series: [...]}}), `notes` (list of plain sentences).
@@ -183,6 +190,9 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
 
     md = [f"# {results.get('title', 'adcsr-mobile report')}", "", results.get("subtitle", ""), ""]
     md += ["## Teacher vs student (measured in this run)", "", _markdown_table(models, MODEL_COLUMNS), ""]
+    checks = results.get("checks", [])
+    if checks:
+        md += ["## Does the student work?", "", _markdown_table(checks, CHECK_COLUMNS), ""]
     if artifacts:
         md += ["## Phone artifacts", "", _markdown_table(artifacts, ARTIFACT_COLUMNS), ""]
     for crop in results.get("crops", []):
@@ -215,6 +225,8 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
         parts.append(f"<h3>{html.escape(crop['photo'])}</h3>"
                      f"<div class='crops' style='grid-template-columns:repeat({cols},1fr)'>{figs}</div>")
     parts += ["<h2>Teacher vs student</h2>", _html_table(models, MODEL_COLUMNS)]
+    if checks:
+        parts += ["<h2>Does the student work?</h2>", _html_table(checks, CHECK_COLUMNS)]
     if artifacts:
         parts += ["<h2>Phone artifacts</h2>", _html_table(artifacts, ARTIFACT_COLUMNS)]
     if has_bubble:

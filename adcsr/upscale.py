@@ -53,7 +53,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--overlap", type=int, default=None,
                    help="LR tile overlap in pixels (default 32, for an artifact at most a quarter of its tile)")
     p.add_argument("--color-fix", choices=COLOR_FIXES, default=None,
-                   help="colour correction to the LR image (default: the model's own: adain for osediff, none otherwise)")
+                   help="colour correction to the LR image (default: the model's own: adain for a student, its artifacts "
+                        "and osediff, none for Real-ESRGAN)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
@@ -134,11 +135,13 @@ def load_model(args: argparse.Namespace) -> Source:
     def forward(x: torch.Tensor) -> torch.Tensor:
         return student(x.to(args.device)).clamp(0, 1).cpu()
 
-    return Source(forward, tile, overlap, student.size_multiple, {"name": "student", "folder": str(args.student)})
+    return Source(forward, tile, overlap, student.size_multiple, {"name": "student", "folder": str(args.student)},
+                  student.default_color_fix)
 
 
 def _artifact_source(args: argparse.Namespace) -> Source:
     """An exported artifact runs its static LR tile; the image is padded to whole tiles."""
+    from adcsr.core.models.student import AdcSRStudent
     from adcsr.export.runtime import load_artifact
 
     artifact = load_artifact(args.artifact)
@@ -148,7 +151,7 @@ def _artifact_source(args: argparse.Namespace) -> Source:
     if not 0 <= overlap * 2 < artifact.tile:
         raise UserError(f"--overlap must be less than half of the artifact's tile ({artifact.tile})")
     described = {"name": "artifact", "kind": artifact.kind, "path": str(artifact.path), "tile": artifact.tile}
-    return Source(artifact, artifact.tile, overlap, artifact.tile, described)
+    return Source(artifact, artifact.tile, overlap, artifact.tile, described, AdcSRStudent.default_color_fix)
 
 
 def upscale_image(source: Source, lr: torch.Tensor, dst: Path, fix: str, progress: bool) -> None:

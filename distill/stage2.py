@@ -6,6 +6,9 @@ discriminator tells f_student from f_GT = space.from_image(HR): generator loss
 distill_weight·L_distill + adv_weight·softplus(−D(f_student)), discriminator loss
 softplus(D(f_student)) + softplus(−D(f_GT)). `distill_level` switches the L1 to the mid-block
 input (`pre_mid`) or to the SR image (`image`): the paper's ablation; D always reads mid features.
+Beyond the release: `image_weight` / `perceptual_weight` add terms between the student's and the
+teacher's SR images, `train_decoder` trains the up path with them, and `teacher_pool` reuses the
+teacher's outputs for a fixed pool of training samples.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from adcsr.core.models.sd_configs import unet_config
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.core.models.teachers import get_teacher
 from adcsr.core.models.vae_decoder import PrunedVAEDecoder
+from adcsr.core.perceptual import perceptual_loss
 
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
@@ -54,8 +58,20 @@ class Stage2Config:
     student_preset: Literal["tiny", "sd21"] = "tiny"  # randomly initialised when no folder is given
     teacher: str = "realesrgan-compact"
     teacher_options: dict[str, Any] = field(default_factory=dict)
+    # 0: the teacher runs on every batch (the release). N > 0: sample i is pool slot i mod N, and
+    # the teacher's outputs for a slot are computed the first time it is drawn, then reused: a
+    # slow teacher (Real-ESRGAN x4plus on a CPU) costs N forwards per run instead of one per sample.
+    teacher_pool: int = 0
     distill_level: Literal["mid", "pre_mid", "image"] = "mid"
     distill_weight: float = 1.0
+    # Not in the release (which distils at the feature level only, the up path frozen): an L1 and
+    # a perceptual term between the student's SR and the teacher's SR, and optionally the decoder
+    # up path trained with them. Short CPU runs need them: the frozen up path of a briefly
+    # trained stage-1 decoder caps what feature distillation alone can reach.
+    image_weight: float = 0.0
+    perceptual_weight: float = 0.0
+    lpips_weights: Optional[str] = path_field()  # LPIPS weights for the perceptual term (else EfficientNet)
+    train_decoder: bool = False
     adv_weight: float = 1.0  # λ_adv
     adv_start: int = 0
     lr: float = 1e-4  # generator; halved every 100K steps in the paper (trainer.schedule: halving)
@@ -125,27 +141,39 @@ class DistillTask(Task):
                             f"{self.space.channels}: use the decoder that matches the student")
         self.student.init_decoder_from(decoder)
         self.student.requires_grad_(False)
-        for p in self.student.stage2_parameters():
+        for p in self.trained_parameters():
             p.requires_grad_(True)
         self.teacher = get_teacher(cfg.teacher, **cfg.teacher_options)
         self.disc = build_discriminator(cfg.discriminator, self.space.channels, cfg.trainer.seed)
         self.target_space = PreMidSpace(self.space) if cfg.distill_level == "pre_mid" else self.space
         self.modules = {"student": self.student, "disc": self.disc}
         self.frozen = {"space": self.space}
+        if cfg.perceptual_weight > 0:
+            self.perceptual = perceptual_loss(cfg.lpips_weights)
+            self.frozen["perceptual"] = self.perceptual
+        self.pool: dict[int, dict[str, torch.Tensor]] = {}
         self.phases = [Phase("student", self.student_loss), Phase("disc", self.disc_loss)]
         self.ema_module = "student"
         self.heldout = self._heldout()
 
+    def trained_parameters(self) -> list[nn.Parameter]:
+        if self.cfg.train_decoder:
+            return [p for n, p in self.student.named_parameters() if not n.startswith("decoder.conv_in")]
+        return self.student.stage2_parameters()
+
     def optimizers(self):
-        return {"student": torch.optim.Adam(self.student.stage2_parameters(), self.cfg.lr),
+        return {"student": torch.optim.Adam(self.trained_parameters(), self.cfg.lr),
                 "disc": torch.optim.Adam([p for p in self.disc.parameters() if p.requires_grad], self.cfg.disc_lr)}
 
     # ---- targets and student outputs at the configured level ---------------------------------
     @torch.no_grad()
-    def target(self, lr: torch.Tensor) -> torch.Tensor:
+    def teacher_outputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the distillation target at the configured level, the teacher's SR), one teacher run."""
         if self.cfg.distill_level == "image":
-            return self.teacher.upscale(lr)
-        return self.teacher.features(lr, self.target_space, multiple=self.student.size_multiple)
+            sr = self.teacher.upscale(lr)
+            return sr, sr
+        sr, target = self.teacher.targets(lr, self.target_space, multiple=self.student.size_multiple)
+        return target, sr
 
     def student_outputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(what L_distill compares, the mid-block features the discriminator reads)."""
@@ -159,12 +187,33 @@ class DistillTask(Task):
             return s.decode(feats, tuple(lr.shape[-2:])), feats
         return feats, feats
 
+    @property
+    def needs_teacher_sr(self) -> bool:
+        return self.cfg.image_weight > 0 or self.cfg.perceptual_weight > 0
+
+    @torch.no_grad()
+    def samples(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """HR, LR and the teacher's outputs for these sample indices (through the pool if any)."""
+        n = self.cfg.teacher_pool
+        slots = [i % n for i in indices] if n else list(indices)
+        todo = [s for s in slots if s not in self.pool]
+        if todo:
+            b = self.data.batch(todo)
+            b["target"], sr = self.teacher_outputs(b["lr"])
+            if self.needs_teacher_sr:
+                b["teacher_sr"] = sr
+            fresh = {s: {k: v[k_] for k, v in b.items()} for k_, s in enumerate(todo)}
+            if not n:
+                return {k: torch.stack([fresh[s][k] for s in slots]) for k in b}
+            self.pool.update(fresh)
+        return {k: torch.stack([self.pool[s][k] for s in slots]) for k in self.pool[slots[0]]}
+
     # ---- phases ------------------------------------------------------------------------------
     def batch(self, step, indices, device):
-        b = self.data.batch(indices)
-        hr, lr = b["hr"].to(device), b["lr"].to(device)
+        b = {k: v.to(device) for k, v in self.samples(indices).items()}
         with torch.no_grad():
-            return {"lr": lr, "target": self.target(lr).to(device), "real": self.space.from_image(hr)}
+            b["real"] = self.space.from_image(b.pop("hr"))
+        return b
 
     def adversarial(self, step: int) -> bool:
         return step >= self.cfg.adv_start and self.cfg.adv_weight > 0
@@ -173,7 +222,16 @@ class DistillTask(Task):
         out, feats = self.student_outputs(b["lr"])
         b["fake"] = feats.detach()
         distill = (out - b["target"]).abs().mean()
-        loss, logs = self.cfg.distill_weight * distill, {"distill": distill.item()}
+        c = self.cfg
+        loss, logs = c.distill_weight * distill, {"distill": distill.item()}
+        if self.needs_teacher_sr:
+            sr = out if c.distill_level == "image" else self.student.decode(feats, tuple(b["lr"].shape[-2:]))
+            if c.image_weight > 0:
+                image = (sr - b["teacher_sr"]).abs().mean()
+                loss, logs["image"] = loss + c.image_weight * image, image.item()
+            if c.perceptual_weight > 0:
+                per = self.perceptual(sr, b["teacher_sr"])
+                loss, logs["perceptual"] = loss + c.perceptual_weight * per, per.item()
         if self.adversarial(step):
             adv = generator_adv(self.disc(feats))
             loss = loss + self.cfg.adv_weight * adv
@@ -190,7 +248,8 @@ class DistillTask(Task):
     @torch.no_grad()
     def _heldout(self) -> dict[str, torch.Tensor]:
         h = self.data.heldout()
-        return {**h, "target": self.target(h["lr"]), "teacher_sr": self.teacher.upscale(h["lr"])}
+        target, sr = self.teacher_outputs(h["lr"])
+        return {**h, "target": target, "teacher_sr": sr}
 
     def evaluate(self, step):
         dev = next(self.student.parameters()).device
@@ -225,6 +284,11 @@ def distill(cfg: Stage2Config | str | Path | dict, resume: bool = False) -> Path
         decoder=cfg.decoder,
         student_init=cfg.student or f"randomly initialised `{cfg.student_preset}` preset (no compress output given)",
         distill_level=cfg.distill_level, adv_weight=cfg.adv_weight, lr=cfg.lr, disc_lr=cfg.disc_lr,
+        teacher_pool=cfg.teacher_pool or "none: the teacher ran on every sample",
+        image_loss={"l1_weight": cfg.image_weight, "perceptual_weight": cfg.perceptual_weight,
+                    "perceptual": task.perceptual.name if cfg.perceptual_weight > 0 else None},
+        trained=("UNet + link + the whole decoder (up path included: not the release's choice)"
+                 if cfg.train_decoder else "UNet + link + decoder mid-block (up path frozen, as released)"),
         discriminator={"backbone": cfg.discriminator.unet or f"randomly initialised `{cfg.discriminator.preset}` "
                        "UNet2DConditionModel (no SD UNet given)", "lora_rank": cfg.discriminator.rank,
                        "timestep": cfg.discriminator.timestep,

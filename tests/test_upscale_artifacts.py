@@ -23,7 +23,8 @@ def _manifest(folder):
 
 @pytest.fixture(scope="module")
 def exported(pipeline_run, tmp_path_factory):
-    """(artifact path per kind, PyTorch student reference for the artifacts' tiling, LR file)."""
+    """(artifact path per kind, PyTorch student reference for the artifacts' tiling and default colour
+    fix, LR file)."""
     from adcsr.core.models.student import AdcSRStudent
 
     _, run_dir, _, _ = pipeline_run
@@ -46,7 +47,8 @@ def exported(pipeline_run, tmp_path_factory):
         lr = read_image(folder / f"{name}.png")
         with torch.no_grad():
             refs[name] = tiled_upscale(lambda x: student(x).clamp(0, 1), lr[None], tile=tile,
-                                       overlap=min(32, tile // 4), multiple=tile)[0]
+                                       overlap=min(32, tile // 4), multiple=tile,
+                                       color_fix=AdcSRStudent.default_color_fix)[0]
     return paths, refs, folder, tile
 
 

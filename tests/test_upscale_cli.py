@@ -92,7 +92,15 @@ def test_a_saved_student_upscales(photos, tmp_path):
     out = tmp_path / "s"
     assert main(["upscale", str(photos / "cat.png"), str(out), "--student", str(tmp_path / "student"),
                  "--tile", "0"]) == 0
-    assert read_image(out / "cat.png").shape == (3, 120, 160)
+    sr, lr = read_image(out / "cat.png"), read_image(photos / "cat.png")
+    assert sr.shape == (3, 120, 160)
+    # the release's colour fix by default: an untrained student's colours are far off, the fix
+    # brings every channel's mean to the LR's; --color-fix none gives the network's own output
+    assert torch.allclose(sr.mean((1, 2)), lr.mean((1, 2)), atol=0.03)  # up to clipping to [0, 1]
+    assert main(["upscale", str(photos / "cat.png"), str(tmp_path / "raw.png"), "--student",
+                 str(tmp_path / "student"), "--tile", "0", "--color-fix", "none"]) == 0
+    raw = read_image(tmp_path / "raw.png")
+    assert (raw.mean((1, 2)) - lr.mean((1, 2))).abs().max() > 0.1
 
 
 @pytest.mark.parametrize("out,extra", [("o.jpg", []), ("o.png", ["--color-fix", "wavelet"])])

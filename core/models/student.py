@@ -188,6 +188,10 @@ class StudentUNet(nn.Module):
 class AdcSRStudent(ModelMixin, ConfigMixin):
     """LR in [0, 1] (any size) → SR ×4 in [0, 1] (clamped in eval mode only)."""
 
+    #: The release matches the SR's per-channel mean and std to the LR image's after inference;
+    #: wherever the student runs for a user (upscale, the report, its artifacts) this is the default.
+    default_color_fix = "adain"
+
     @register_to_config
     def __init__(
         self,

@@ -35,6 +35,10 @@ class Teacher(abc.ABC):
     def features(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> torch.Tensor:
         """The distillation target for `lr` in `space` (see the class docstring)."""
 
+    def targets(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """(SR, features) together; teachers whose features come from their SR override it to run once."""
+        return self.upscale(lr), self.features(lr, space, multiple)
+
     def describe(self) -> dict[str, Any]:
         """What this teacher is, for outputs and manifests (weights, prompts, precision)."""
         return {"name": self.name}

@@ -101,10 +101,16 @@ class RealESRGANTeacher(Teacher):
 
     @torch.no_grad()
     def features(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> torch.Tensor:
-        from ..padding import pad_to_multiple
+        return self.targets(lr, space, multiple)[1]
 
-        padded, _ = pad_to_multiple(lr, multiple)
-        return space.from_image(self.upscale(padded))
+    @torch.no_grad()
+    def targets(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward: the SR of the padded LR gives the features, its crop the SR."""
+        from ..padding import crop_to, pad_to_multiple
+
+        padded, size = pad_to_multiple(lr, multiple)
+        sr = self.upscale(padded)
+        return crop_to(sr, size, self.scale), space.from_image(sr)
 
     def describe(self) -> dict[str, Any]:
         return {
