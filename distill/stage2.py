@@ -25,7 +25,7 @@ from adcsr.core.models.padding import pad_to_multiple
 from adcsr.core.models.sd_configs import unet_config
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.core.models.teachers import get_teacher
-from adcsr.core.models.vae_decoder import PrunedVAEDecoder
+from adcsr.core.models.vae_decoder import PrunedVAEDecoder, run_mid_block
 
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
@@ -153,7 +153,7 @@ class DistillTask(Task):
         if self.cfg.distill_level == "pre_mid":
             x, _ = pad_to_multiple(lr * 2 - 1, s.size_multiple)
             pre = s.link(s.unet(F.pixel_unshuffle(x, 2)))
-            return pre, s.decoder.mid_block(pre, None)
+            return pre, run_mid_block(s.decoder, pre)
         feats = s.features(lr)
         if self.cfg.distill_level == "image":
             return s.decode(feats, tuple(lr.shape[-2:])), feats
