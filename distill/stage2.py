@@ -132,9 +132,10 @@ class DistillTask(Task):
         self.target_space = PreMidSpace(self.space) if cfg.distill_level == "pre_mid" else self.space
         self.modules = {"student": self.student, "disc": self.disc}
         self.frozen = {"space": self.space}
+        self.teachers = {"teacher": self.teacher}
         self.phases = [Phase("student", self.student_loss), Phase("disc", self.disc_loss)]
         self.ema_module = "student"
-        self.heldout = self._heldout()
+        self.heldout: dict[str, torch.Tensor] | None = None  # at the first evaluation (teacher placed)
 
     def optimizers(self):
         return {"student": torch.optim.Adam(self.student.stage2_parameters(), self.cfg.lr),
@@ -188,12 +189,15 @@ class DistillTask(Task):
 
     # ---- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
-    def _heldout(self) -> dict[str, torch.Tensor]:
+    def _heldout(self, device: torch.device) -> dict[str, torch.Tensor]:
         h = self.data.heldout()
-        return {**h, "target": self.target(h["lr"]), "teacher_sr": self.teacher.upscale(h["lr"])}
+        lr = h["lr"].to(device)
+        return {**h, "target": self.target(lr).cpu(), "teacher_sr": self.teacher.upscale(lr).cpu()}
 
     def evaluate(self, step):
         dev = next(self.student.parameters()).device
+        if self.heldout is None:
+            self.heldout = self._heldout(dev)
         h = self.heldout
         lr = h["lr"].to(dev)
         out, feats = self.student_outputs(lr)

@@ -35,6 +35,11 @@ class Teacher(abc.ABC):
     def features(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> torch.Tensor:
         """The distillation target for `lr` in `space` (see the class docstring)."""
 
+    @abc.abstractmethod
+    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> Teacher:
+        """Run on `device` in `dtype` from now on (stage 2: the trainer's device and AMP precision);
+        inputs and outputs stay float32 on the caller's device."""
+
     def describe(self) -> dict[str, Any]:
         """What this teacher is, for outputs and manifests (weights, prompts, precision)."""
         return {"name": self.name}
