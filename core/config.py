@@ -3,6 +3,8 @@
 A config section is a (possibly nested) dataclass. `load_config` accepts a YAML path or a
 dict, rejects unknown keys, checks types (int/float/str/bool, Optional, lists, Literal,
 nested dataclasses) and, for fields whose metadata says `{"path": True}`, that the file exists.
+Shipped configs mark every path a user must fill in as a placeholder starting `/path/to/`; one
+left in is refused with one line naming its key.
 """
 
 from __future__ import annotations
@@ -19,11 +21,23 @@ import yaml
 from .errors import UserError
 
 T = TypeVar("T")
+PLACEHOLDER = "/path/to/"  # how shipped configs mark the paths a user must fill in
 
 
 def path_field(default: Any = None, **kw: Any) -> Any:
     """A dataclass field holding a file or folder that must exist when it is set."""
     return dataclasses.field(default=default, metadata={"path": True}, **kw)
+
+
+def _refuse_placeholders(value: Any, where: str) -> None:
+    if isinstance(value, str) and value.startswith(PLACEHOLDER):
+        raise UserError(f"{where}: {value} is a placeholder: set it to your local file or folder")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _refuse_placeholders(v, f"{where}.{k}")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _refuse_placeholders(v, f"{where}[{i}]")
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -109,6 +123,8 @@ def _build(cls: type[T], data: Any, where: str) -> T:
     if unknown:
         known = ", ".join(sorted(fields))
         raise UserError(f"{where + ': ' if where else ''}unknown key {unknown[0]!r} (known: {known})")
+    for name in data:
+        _refuse_placeholders(data[name], f"{where}.{name}" if where else name)
     kwargs = {}
     for name, f in fields.items():
         key = f"{where}.{name}" if where else name

@@ -63,6 +63,14 @@ class FeatureDiscriminator(nn.Module):
         self.register_buffer("prompt_embeds", prompt_embeds.reshape(1, -1, prompt_embeds.shape[-1]))
         self.timestep = timestep
 
+    def enable_gradient_checkpointing(self) -> None:
+        """diffusers' own checkpointing of the backbone UNet (the trainer's `grad_checkpointing`)."""
+        self.unet.enable_gradient_checkpointing()
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.unet.is_gradient_checkpointing
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """What changes in training (LoRA, conv_in) plus the prompt: the checkpointed part."""
         keep = {n for n, p in self.named_parameters() if p.requires_grad}

@@ -28,7 +28,7 @@ from adcsr.core.models.padding import pad_to_multiple
 from adcsr.core.models.sd_configs import unet_config
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.core.models.teachers import get_teacher
-from adcsr.core.models.vae_decoder import PrunedVAEDecoder
+from adcsr.core.models.vae_decoder import PrunedVAEDecoder, run_mid_block
 from adcsr.core.perceptual import perceptual_loss
 
 from .config import DataConfig, TrainerConfig
@@ -152,9 +152,10 @@ class DistillTask(Task):
             self.perceptual = perceptual_loss(cfg.lpips_weights)
             self.frozen["perceptual"] = self.perceptual
         self.pool: dict[int, dict[str, torch.Tensor]] = {}
+        self.teachers = {"teacher": self.teacher}
         self.phases = [Phase("student", self.student_loss), Phase("disc", self.disc_loss)]
         self.ema_module = "student"
-        self.heldout = self._heldout()
+        self.heldout: dict[str, torch.Tensor] | None = None  # at the first evaluation (teacher placed)
 
     def trained_parameters(self) -> list[nn.Parameter]:
         if self.cfg.train_decoder:
@@ -181,7 +182,7 @@ class DistillTask(Task):
         if self.cfg.distill_level == "pre_mid":
             x, _ = pad_to_multiple(lr * 2 - 1, s.size_multiple)
             pre = s.link(s.unet(F.pixel_unshuffle(x, 2)))
-            return pre, s.decoder.mid_block(pre, None)
+            return pre, run_mid_block(s.decoder, pre)
         feats = s.features(lr)
         if self.cfg.distill_level == "image":
             return s.decode(feats, tuple(lr.shape[-2:])), feats
@@ -192,16 +193,18 @@ class DistillTask(Task):
         return self.cfg.image_weight > 0 or self.cfg.perceptual_weight > 0
 
     @torch.no_grad()
-    def samples(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """HR, LR and the teacher's outputs for these sample indices (through the pool if any)."""
+    def samples(self, indices: list[int], device: torch.device) -> dict[str, torch.Tensor]:
+        """HR, LR and the teacher's outputs for these sample indices (through the pool if any), on
+        the CPU; the teacher runs on `device`."""
         n = self.cfg.teacher_pool
         slots = [i % n for i in indices] if n else list(indices)
         todo = [s for s in slots if s not in self.pool]
         if todo:
             b = self.data.batch(todo)
-            b["target"], sr = self.teacher_outputs(b["lr"])
+            target, sr = self.teacher_outputs(b["lr"].to(device))
+            b["target"] = target.cpu()
             if self.needs_teacher_sr:
-                b["teacher_sr"] = sr
+                b["teacher_sr"] = sr.cpu()
             fresh = {s: {k: v[k_] for k, v in b.items()} for k_, s in enumerate(todo)}
             if not n:
                 return {k: torch.stack([fresh[s][k] for s in slots]) for k in b}
@@ -210,7 +213,7 @@ class DistillTask(Task):
 
     # ---- phases ------------------------------------------------------------------------------
     def batch(self, step, indices, device):
-        b = {k: v.to(device) for k, v in self.samples(indices).items()}
+        b = {k: v.to(device) for k, v in self.samples(indices, device).items()}
         with torch.no_grad():
             b["real"] = self.space.from_image(b.pop("hr"))
         return b
@@ -246,13 +249,16 @@ class DistillTask(Task):
 
     # ---- evaluation --------------------------------------------------------------------------
     @torch.no_grad()
-    def _heldout(self) -> dict[str, torch.Tensor]:
+    def _heldout(self, device: torch.device) -> dict[str, torch.Tensor]:
         h = self.data.heldout()
-        target, sr = self.teacher_outputs(h["lr"])
-        return {**h, "target": target, "teacher_sr": sr}
+        lr = h["lr"].to(device)
+        target, sr = self.teacher_outputs(lr)
+        return {**h, "target": target.cpu(), "teacher_sr": sr.cpu()}
 
     def evaluate(self, step):
         dev = next(self.student.parameters()).device
+        if self.heldout is None:
+            self.heldout = self._heldout(dev)
         h = self.heldout
         lr = h["lr"].to(dev)
         out, feats = self.student_outputs(lr)

@@ -29,6 +29,7 @@ from torch import nn
 
 from adcsr.core.atomic import atomic_write_text
 from adcsr.core.errors import UserError
+from adcsr.core.models.teachers import Teacher
 
 from .checkpoint import CheckpointStore
 from .config import TrainerConfig, check_batch
@@ -50,7 +51,8 @@ class Task:
 
     modules: dict[str, nn.Module]  # every module whose weights are checkpointed
     phases: list[Phase]
-    frozen: dict[str, nn.Module] = {}  # fixed helpers (encoders, teachers' nets, loss networks)
+    frozen: dict[str, nn.Module] = {}  # fixed helpers (encoders, loss networks): on the trainer's device
+    teachers: dict[str, Teacher] = {}  # on the trainer's device, in its AMP precision (`Trainer.dtype`)
     ema_module: str | None = None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -116,6 +118,8 @@ class Trainer:
         cpu = cfg.cpu or not torch.cuda.is_available()
         # AMP only on CUDA: CPU runs stay fp32 (and bit-reproducible)
         self.acc = Accelerator(cpu=cpu, mixed_precision="no" if cpu else cfg.mixed_precision)
+        # what frozen networks that are not modules run in (teachers, as OSEDiff and AdcSR run theirs)
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.acc.mixed_precision, torch.float32)
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         self.micro = check_batch(cfg, self.world)
         seed_everything(cfg.seed)  # identical initial weights on every process
@@ -123,6 +127,8 @@ class Trainer:
         seed_everything(cfg.seed + 1000 * self.rank)
         for m in self.task.frozen.values():
             m.to(self.acc.device)
+        for t in self.task.teachers.values():
+            t.to(self.acc.device, self.dtype)
         for m in self.task.modules.values():
             m.to(self.acc.device)
             if cfg.grad_checkpointing and hasattr(m, "enable_gradient_checkpointing"):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from adcsr.cli import main
-from adcsr.core.config import load_config
+from adcsr.core.config import PLACEHOLDER, load_config
 from adcsr.distill.stage0 import Stage0Config
 from adcsr.distill.stage1 import Stage1Config
 from adcsr.distill.stage2 import Stage2Config
@@ -55,3 +55,31 @@ def test_example_configs_validate(path, tmp_path):
 
     cfg = load_config(KIND[path.name.split("-")[0]], local(data))
     assert cfg.trainer.batch_size % cfg.trainer.grad_accum == 0
+
+
+def _placeholders(data, where=""):
+    """(dotted key, value) of every placeholder path in a config."""
+    if isinstance(data, dict):
+        return [kv for k, v in data.items() for kv in _placeholders(v, f"{where}.{k}" if where else k)]
+    return [(where, data)] if isinstance(data, str) and data.startswith(PLACEHOLDER) else []
+
+
+def _fill(data, keep: str, path: str, where=""):
+    """Every placeholder but the one at `keep` replaced by an existing path."""
+    if isinstance(data, dict):
+        return {k: _fill(v, keep, path, f"{where}.{k}" if where else k) for k, v in data.items()}
+    return path if where != keep and _placeholders(data, where) else data
+
+
+FULL = [(p, key) for p in sorted(CONFIGS.glob("*-full.yaml")) for key, _ in _placeholders(yaml.safe_load(p.read_text()))]
+
+
+@pytest.mark.parametrize("path, key", FULL, ids=[f"{p.name}:{k}" for p, k in FULL])
+def test_a_placeholder_left_in_is_one_line_naming_its_key(path, key, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written, not even the run folder
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(_fill(yaml.safe_load(path.read_text()), key, str(tmp_path))))
+    assert main(["distill", path.name.split("-")[0], str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{key}: /path/to/" in err and "placeholder" in err and "\n" not in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["c.yaml"]

@@ -134,6 +134,20 @@ def test_bad_export_option_fails_before_any_stage_runs(tmp_path, capsys, option,
     assert not (tmp_path / "run").exists()
 
 
+def test_worked_example_with_a_placeholder_left_in_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    example = str(CONFIG_DIR / "pipeline-sd21-osediff.yaml")
+    assert main(["pipeline", example]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sd_folder: /path/to/stable-diffusion-2-1-base is a placeholder" in err[0], err
+    cfg_file = tmp_path / "example.yaml"  # the SD folder given, the next placeholder is named
+    cfg_file.write_text(yaml.safe_dump({**yaml.safe_load(open(example)), "sd_folder": str(tmp_path)}))
+    assert main(["pipeline", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "stage1.data.hr_folder: /path/to/openimages_hr is a placeholder" in err[0], err
+    assert [p.name for p in tmp_path.iterdir()] == ["example.yaml"]
+
+
 def test_worked_example_config_is_valid(tmp_path):
     """The documented SD2.1 + OSEDiff example validates once its placeholder paths exist."""
     import re

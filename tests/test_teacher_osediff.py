@@ -126,6 +126,16 @@ def test_bad_inputs_are_one_line_errors(sd_folder, tmp_path):
         O.OSEDiffTeacher.load(preset="tiny", dtype="fp16", device="cpu")
 
 
+def test_half_precision_off_cuda_is_refused_and_leaves_the_teacher_as_it_was(teacher, lr):
+    want = teacher.x0_latent(lr)
+    for dtype in (torch.float16, torch.bfloat16):
+        with pytest.raises(UserError, match="CUDA"):
+            teacher.to("cpu", dtype)
+    assert teacher.dtype == torch.float32 and teacher.describe()["dtype"] == "fp32"
+    assert {p.dtype for p in teacher.unet.parameters()} == {torch.float32}
+    assert torch.equal(teacher.x0_latent(lr), want)
+
+
 def test_prompt_embedding_file_is_used_and_stated(tmp_path, lr, teacher):
     from safetensors.torch import save_file
 

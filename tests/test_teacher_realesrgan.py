@@ -155,3 +155,16 @@ def test_features_match_the_student_shape_and_padding(compact):
         padded, _ = pad_to_multiple(lr, student.size_multiple)
         assert torch.allclose(feats, space.from_image(compact.upscale(padded)), atol=1e-5)
         assert not torch.allclose(feats, space.from_image(F.interpolate(padded, scale_factor=4, mode="bicubic")))
+
+
+def test_to_bf16_runs_the_network_in_bf16_with_float32_images_at_the_boundary(compact):
+    lr = _crop("flower", 32, top=200, left=200)
+    want = compact.upscale(lr)
+    half = get_teacher("realesrgan-compact").to("cpu", torch.bfloat16)
+    assert {p.dtype for p in half.net.parameters()} == {torch.bfloat16}
+    got = half.upscale(lr)
+    assert got.dtype == torch.float32 and got.device == lr.device and not torch.equal(got, want)
+    assert _psnr(got, want) > 45  # bf16 rounding only (measured 56.3 dB)
+    half.to("cpu")  # and back to the fp32 result
+    assert {p.dtype for p in half.net.parameters()} == {torch.float32}
+    assert torch.allclose(half.upscale(lr), want, atol=1e-2)

@@ -1,6 +1,6 @@
 """The trainer's hard guarantees, on a tiny two-optimizer (GAN-shaped) task:
 kill -9 + resume is bit-exact, a corrupted newest checkpoint falls back to the previous good one,
-2-process gloo data parallel equals 1 process with the same global batch.
+2-process gloo data parallel equals 1 process with the same global batch (on stage 2 as well).
 
 Run as a script (`python tests/test_trainer.py RUN_DIR STEPS [--resume]`) it trains the toy task,
 which is how the subprocess tests start it (plain and under torchrun).
@@ -168,6 +168,53 @@ def test_two_process_gloo_equals_one_process(tmp_path):
     assert moved < 1e-5, f"2 processes differ from 1 by {moved}"
     init = Trainer(load_config(TrainerConfig, {**TOY, "steps": 6}), tmp_path / "x", ToyTask).task
     change = max(float((a[f"g.{k}"] - v).abs().max()) for k, v in init.g.state_dict().items())
+    assert change > 1e-3, "the weights must have trained for the comparison to mean anything"
+
+
+def test_two_process_gloo_equals_one_process_on_stage2(tmp_path):
+    """A real stage (stage 2: tiny student, LoRA-UNet discriminator, Real-ESRGAN compact teacher,
+    degraded photo crops) through the CLI under torchrun: 2 processes × 2 samples per step end with
+    the weights of 1 process × 4 (measured: bit-identical). The one process takes its 4 as 2
+    micro-batches of 2 (as the toy test does) with one thread (as the subprocesses), so both runs
+    compute the same micro-batches the same way: float rounding alone (one micro-batch of 4, or 2
+    threads) moves weights by up to ~lr, since Adam's first steps scale every gradient element,
+    near-zero ones too, to ±lr (measured 1.5e-3 and 5.9e-4)."""
+    import yaml
+    from diffusers import AutoencoderKL
+
+    from adcsr.core.models.sd_configs import vae_config
+    from adcsr.core.models.vae_decoder import PrunedVAEDecoder
+    from adcsr.distill.stage2 import DistillTask, Stage2Config
+
+    torch.manual_seed(0)
+    AutoencoderKL(**vae_config("tiny")).save_pretrained(tmp_path / "vae")
+    PrunedVAEDecoder.from_preset("tiny").save_pretrained(tmp_path / "decoder")
+    section = dict(vae=str(tmp_path / "vae"), decoder=str(tmp_path / "decoder"), lr=1e-3, disc_lr=1e-3,
+                   trainer=dict(steps=2, batch_size=4, checkpoint_every=2, eval_every=2, progress=False),
+                   data=dict(hr_size=32, heldout_count=1, heldout_size=32))
+    cfg = load_config(Stage2Config, {**section, "run_dir": str(tmp_path / "one"),
+                                     "trainer": {**section["trainer"], "grad_accum": 2}})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = Trainer(cfg.trainer, cfg.run_dir, lambda: DistillTask(cfg))
+        init = {k: v.clone() for k, v in one.task.student.state_dict().items()}
+        one.fit()
+    finally:
+        torch.set_num_threads(threads)
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**section, "run_dir": str(tmp_path / "two")}))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           str(_free_port()), "-m", "adcsr.cli", "distill", "stage2", str(tmp_path / "two.yaml")]
+    p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+    for name in ("student", "disc"):
+        a, b = (load_file(str(last(tmp_path / r) / f"model-{name}.safetensors")) for r in ("one", "two"))
+        assert a.keys() == b.keys()
+        moved = max(float((a[k] - b[k]).abs().max()) for k in a)
+        assert moved < 1e-5, f"{name}: 2 processes differ from 1 by {moved}"
+    a = load_file(str(last(tmp_path / "one") / "model-student.safetensors"))
+    change = max(float((a[k] - init[k]).abs().max()) for k in a)
     assert change > 1e-3, "the weights must have trained for the comparison to mean anything"
 
 

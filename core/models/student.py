@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import UserError
 from .padding import crop_to, pad_to_multiple
-from .vae_decoder import PrunedVAEDecoder, decode_up_path, load_or_user_error
+from .vae_decoder import PrunedVAEDecoder, checkpointed, decode_up_path, load_or_user_error, run_mid_block
 
 DEFAULT_GROUP_CANDIDATES = (32, 24, 16, 8, 4, 2, 1)
 
@@ -158,11 +158,11 @@ class StudentUNet(nn.Module):
             prev = out
         self.conv_norm_out = nn.GroupNorm(pick_groups(C[0], cand), C[0], eps=eps)
         self.conv_act = nn.SiLU()
+        self.gradient_checkpointing = False  # set by diffusers' enable_gradient_checkpointing
 
-    @staticmethod
-    def _run(blk: _Block, x: torch.Tensor, i: int) -> torch.Tensor:
-        x = blk.resnets[i](x, None)
-        return blk.attentions[i](x) if len(blk.attentions) else x
+    def _run(self, blk: _Block, x: torch.Tensor, i: int) -> torch.Tensor:
+        x = checkpointed(self, blk.resnets[i], x, None)
+        return checkpointed(self, blk.attentions[i], x) if len(blk.attentions) else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
@@ -174,9 +174,8 @@ class StudentUNet(nn.Module):
             if hasattr(blk, "downsamplers"):
                 x = blk.downsamplers[0](x)
                 skips.append(x)
-        x = self.mid_block.resnets[0](x, None)
-        x = self.mid_block.attentions[0](x)
-        x = self.mid_block.resnets[1](x, None)
+        x = self._run(self.mid_block, x, 0)
+        x = checkpointed(self, self.mid_block.resnets[1], x, None)
         for blk in self.up_blocks:
             for i in range(len(blk.resnets)):
                 x = self._run(blk, torch.cat([x, skips.pop()], dim=1), i)
@@ -191,6 +190,10 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
     #: The release matches the SR's per-channel mean and std to the LR image's after inference;
     #: wherever the student runs for a user (upscale, the report, its artifacts) this is the default.
     default_color_fix = "adain"
+
+    # diffusers' `enable_gradient_checkpointing` switches the UNet and the decoder on: every UNet
+    # resnet and attention, the decoder mid-block and its up blocks then run checkpointed
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -256,7 +259,7 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
             raise UserError(f"expected LR images of shape (N, {self.config.in_channels}, H, W), got {tuple(lr.shape)}")
         x, _ = pad_to_multiple(lr * 2 - 1, self.size_multiple)
         x = self.unet(F.pixel_unshuffle(x, 2))
-        return self.decoder.mid_block(self.link(x), None)
+        return run_mid_block(self.decoder, self.link(x))
 
     def decode(self, features: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         """Features → SR in [0, 1]; `size` (the LR (h, w)) crops away the padding."""

@@ -31,6 +31,10 @@ class PrunedVAEDecoder(ModelMixin, ConfigMixin):
     """z_scaled (latent × scaling_factor) → RGB in [0, 1] (clamped in eval mode only, so training
     keeps gradients at the range ends)."""
 
+    # diffusers' `enable_gradient_checkpointing` switches the inner `Decoder` on; its mid-block and
+    # up blocks then run checkpointed (`run_mid_block`, `decode_up_path`)
+    _supports_gradient_checkpointing = True
+
     @register_to_config
     def __init__(
         self,
@@ -74,8 +78,7 @@ class PrunedVAEDecoder(ModelMixin, ConfigMixin):
     def mid_features(self, z_scaled: torch.Tensor) -> torch.Tensor:
         """z_scaled → ÷ scaling_factor → post_quant_conv → conv_in → mid_block (released path)."""
         x = self.post_quant_conv(z_scaled / self.config.scaling_factor)
-        x = self.decoder.conv_in(x)
-        return self.decoder.mid_block(x, None)
+        return run_mid_block(self.decoder, self.decoder.conv_in(x))
 
     def decode_features(self, feats: torch.Tensor) -> torch.Tensor:
         """Mid-block output → up path → RGB in [-1, 1] (unclamped)."""
@@ -116,11 +119,25 @@ def load_or_user_error(loader, what: str, path, **kw):
         raise UserError(f"cannot load the {what} from {path}: {first[:300]}") from None
 
 
+def checkpointed(owner: nn.Module, block: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:
+    """`block(*args)`; once diffusers' `enable_gradient_checkpointing` has set `owner`'s flag, through
+    the checkpointing function it gave `owner` (activations recomputed in backward, not stored),
+    as diffusers' own blocks do."""
+    if torch.is_grad_enabled() and owner.gradient_checkpointing:
+        return owner._gradient_checkpointing_func(block, *args)
+    return block(*args)
+
+
+def run_mid_block(decoder: Decoder, x: torch.Tensor) -> torch.Tensor:
+    """The decoder's mid-block (no latent embeds), checkpointed as in diffusers' `Decoder.forward`."""
+    return checkpointed(decoder, decoder.mid_block, x, None)
+
+
 def decode_up_path(decoder: Decoder, feats: torch.Tensor) -> torch.Tensor:
     """The part of diffusers' `Decoder.forward` after the mid-block (no latent embeds)."""
     x = feats
     for block in decoder.up_blocks:
-        x = block(x, None)
+        x = checkpointed(decoder, block, x, None)
     x = decoder.conv_norm_out(x)
     x = decoder.conv_act(x)
     return decoder.conv_out(x)

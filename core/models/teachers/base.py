@@ -39,6 +39,11 @@ class Teacher(abc.ABC):
         """(SR, features) together; teachers whose features come from their SR override it to run once."""
         return self.upscale(lr), self.features(lr, space, multiple)
 
+    @abc.abstractmethod
+    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> Teacher:
+        """Run on `device` in `dtype` from now on (stage 2: the trainer's device and AMP precision);
+        inputs and outputs stay float32 on the caller's device."""
+
     def describe(self) -> dict[str, Any]:
         """What this teacher is, for outputs and manifests (weights, prompts, precision)."""
         return {"name": self.name}

@@ -203,19 +203,27 @@ class OSEDiffTeacher(Teacher):
                  info: dict[str, Any], lora_lists: dict[str, Any], dtype: str = "fp32",
                  device: str | torch.device = "cpu"):
         _check_precision(dtype, device)
-        self.device = torch.device(device)
-        self.dtype = DTYPES[dtype]
-        self.unet = unet.to(self.device).eval().requires_grad_(False)
-        self.vae = vae.to(self.device).eval().requires_grad_(False)
-        if self.dtype != torch.float32:
-            self.unet.to(dtype=self.dtype)
-            self.vae.to(dtype=self.dtype)
-        self.prompt_embeds = prompt_embeds.to(self.device, self.dtype)
+        self.unet = unet.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.prompt_embeds = prompt_embeds
         # the released lists as given (peft shortens long target lists into equivalent suffixes)
         self.lora_lists = {k: (v if k.startswith("rank") else list(v)) for k, v in lora_lists.items()}
         alpha = scheduler.alphas_cumprod[TIMESTEP].item()
         self._sqrt_a, self._sqrt_1ma = alpha**0.5, (1 - alpha) ** 0.5
         self.info = {**info, "dtype": dtype, "merged": False, "latent": "mean", "timestep": TIMESTEP}
+        self.to(device, DTYPES[dtype])
+
+    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> OSEDiffTeacher:
+        name = {v: k for k, v in DTYPES.items()}[dtype]
+        _check_precision(name, device)
+        self.device, self.dtype = torch.device(device), dtype
+        for net in (self.unet, self.vae):
+            net.to(self.device)
+            if net.dtype != dtype:  # diffusers warns at every cast, even to the same dtype
+                net.to(dtype=dtype)
+        self.prompt_embeds = self.prompt_embeds.to(self.device, dtype)
+        self.info["dtype"] = name
+        return self
 
     @classmethod
     def load(cls, sd_folder: str | None = None, checkpoint: str | None = None, preset: str | None = None,

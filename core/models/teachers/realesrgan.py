@@ -91,13 +91,18 @@ class RealESRGANTeacher(Teacher):
                  device: str | torch.device = "cpu"):
         self.variant = variant
         self.name = "realesrgan" if variant == "x4plus" else f"realesrgan-{variant}"
-        self.net = load_network(variant, param, bin).to(device)
-        self.device = torch.device(device)
+        self.net = load_network(variant, param, bin)
         self.files = [str(p) for p in (param, bin) if p] or [str(p) for p in packaged_files(variant)]
+        self.to(device)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> RealESRGANTeacher:
+        self.device, self.dtype = torch.device(device), dtype
+        self.net.to(self.device, dtype)
+        return self
 
     def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
-        out = self.net(lr.to(self.device, torch.float32))
-        return out.clamp(0, 1).to(lr.device)
+        out = self.net(lr.to(self.device, self.dtype))
+        return out.float().clamp(0, 1).to(lr.device)
 
     @torch.no_grad()
     def features(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> torch.Tensor:
