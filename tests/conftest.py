@@ -1,7 +1,12 @@
 """Shared fixtures. The CI-sized pipeline run is made once per test session: the pipeline's own
-tests and the tests of `adcsr upscale` on exported artifacts both read it."""
+tests and the tests of `adcsr upscale` on exported artifacts both read it. Every test starts from
+the same global RNG state and gives it back as it found it, so no test depends on which ran before."""
 
+import random
+
+import numpy as np
 import pytest
+import torch
 
 CI_PIPELINE = {
     "stage0": {"trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
@@ -25,3 +30,16 @@ def pipeline_run(tmp_path_factory):
     logs: list[str] = []
     manifests = run_pipeline(cfg, log=logs.append)
     return cfg, run_dir, manifests, logs
+
+
+@pytest.fixture(autouse=True)
+def isolated_rng():
+    """Global torch / numpy / random RNG seeded to 0 for the test, then restored."""
+    saved = torch.get_rng_state(), np.random.get_state(), random.getstate()
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    yield
+    torch.set_rng_state(saved[0])
+    np.random.set_state(saved[1])
+    random.setstate(saved[2])
