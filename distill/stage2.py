@@ -205,10 +205,9 @@ class DistillTask(Task):
             b["target"] = target.cpu()
             if self.needs_teacher_sr:
                 b["teacher_sr"] = sr.cpu()
-            fresh = {s: {k: v[k_] for k, v in b.items()} for k_, s in enumerate(todo)}
-            if not n:
-                return {k: torch.stack([fresh[s][k] for s in slots]) for k in b}
-            self.pool.update(fresh)
+            if not n:  # no pool: todo is the indices themselves, in order
+                return b
+            self.pool.update({s: {k: v[j] for k, v in b.items()} for j, s in enumerate(todo)})
         return {k: torch.stack([self.pool[s][k] for s in slots]) for k in self.pool[slots[0]]}
 
     # ---- phases ------------------------------------------------------------------------------
