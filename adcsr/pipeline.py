@@ -27,7 +27,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "pipeline.yaml"
 class CompressSettings:
     unet_ratio: float = 0.25
     decoder_ratio: float = 0.5
-    criterion: Literal["first", "magnitude", "taylor"] = "first"
+    criterion: Literal["release", "first", "magnitude", "taylor"] = "release"
     calibration: int = 4  # photo crops for the taylor criterion
     lr_size: int = 128  # LR side the compression report counts MACs at
 

@@ -19,7 +19,7 @@ from .from_teacher import Ratios, from_teacher
 
 
 def compress_to_folder(unet: Any, vae: Any, out: str | os.PathLike, *, unet_ratio: float = 0.25,
-                       decoder_ratio: float = 0.5, criterion: str = "first", calibration: int = 4,
+                       decoder_ratio: float = 0.5, criterion: str = "release", calibration: int = 4,
                        lr_size: int = 128, teacher: str = "", text_config: dict | None = None, seed: int = 0,
                        overwrite: bool = False, on_step=lambda name: None) -> Path:
     """Prune `unet` + `vae` (diffusers modules) into the AdcSR student and pruned decoder."""

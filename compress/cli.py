@@ -23,8 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--unet-ratio", type=float, default=0.25, help="fraction of UNet channels removed (default 0.25)")
     p.add_argument("--decoder-ratio", type=float, default=0.5, help="fraction of VAE-decoder channels removed (default 0.5)")
-    p.add_argument("--criterion", choices=CRITERIA, default="first",
-                   help="first: keep the first channels (the release); magnitude: L2; taylor: |w·grad| on real photos")
+    p.add_argument("--criterion", choices=CRITERIA, default="release",
+                   help="release: the release's flat slicing (default); first: the first channels of every coupled "
+                        "group (whole heads, aligned GEGLU halves); magnitude: L2; taylor: |w·grad| on real photos")
     p.add_argument("--calibration", type=int, default=4, help="photo crops used by the taylor criterion (default 4)")
     p.add_argument("--lr-size", type=int, default=128, help="LR side the report counts MACs at (default 128 → 512)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights of a preset teacher")

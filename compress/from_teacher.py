@@ -7,6 +7,9 @@
    decoder's mid-block channels (then keeps the channels the decoder kept).
 3. Its UNet is pruned at the UNet ratio; the result is rebuilt from its config alone and loaded
    strictly, which proves the config and the pruned weights agree.
+
+With the `release` criterion steps 1 and 3 are the release's plain slicing (`leading_block`) and the
+link keeps the decoder's leading mid channels; the other criteria prune coupled groups (groups.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from adcsr.core.models.student import AdcSRStudent
 from adcsr.core.models.vae_decoder import PrunedVAEDecoder
 
 from .groups import decoder_groups, kept, unet_groups
-from .prune import CRITERIA, prune
+from .prune import CRITERIA, leading_block, prune
 
 _DROPPED = ("time_embedding.", "time_proj.", "conv_out.", "conv_in.", "add_embedding.", "encoder_hid_proj.")
 
@@ -127,7 +130,7 @@ def _taylor_grads(model, loss_fn, batches: torch.Tensor, batch_size: int = 2) ->
         loss_fn(batches[i:i + batch_size]).backward()
 
 
-def from_teacher(unet, vae, ratios: Ratios = Ratios(), criterion: str = "first",
+def from_teacher(unet, vae, ratios: Ratios = Ratios(), criterion: str = "release",
                  calibration: torch.Tensor | None = None) -> Compressed:
     """Compress an SD teacher into (student, pruned decoder). `calibration`: HR photos (N,3,H,W) in
     [0, 1] for the `taylor` criterion (H, W multiples of 64); default: bundled training photos."""
@@ -155,20 +158,27 @@ def from_teacher(unet, vae, ratios: Ratios = Ratios(), criterion: str = "first",
             return (dec_full.train()(z) - hr).abs().mean()
 
         _taylor_grads(dec_full, dec_loss, calibration)
-    dgroups, mid = decoder_groups(dec_full.decoder, ratios.decoder, groups_n)
-    dkeep = prune(dgroups, criterion)
     with device:
         dec = PrunedVAEDecoder(**PrunedVAEDecoder.config_from_vae(vcfg, ratios.decoder))
+    mid_full = dec_full.decoder.conv_in.out_channels
+    if criterion == "release":
+        leading_block(dec_full.state_dict(), dec)
+        mid_keep = torch.arange(dec.decoder.conv_in.out_channels)
+    else:
+        dgroups, mid = decoder_groups(dec_full.decoder, ratios.decoder, groups_n)
+        mid_keep = prune(dgroups, criterion)[mid.name]
+        dec.load_state_dict(dec_full.state_dict())
+    with device:
         full = AdcSRStudent(**student_config(unet.config, dec.config, 0.0))
-    dec.load_state_dict(dec_full.state_dict())
-
-    _fill_from_teacher(full, unet, dkeep[mid.name], mid.size)
+        student = AdcSRStudent(**student_config(unet.config, dec.config, ratios.unet))
+    _fill_from_teacher(full, unet, mid_keep, mid_full)
     full.init_decoder_from(dec)
+    if criterion == "release":
+        leading_block(full.state_dict(), student)
+        return Compressed(student.eval(), dec.eval())
     if criterion == "taylor":
         _taylor_grads(full, lambda hr: (full.train()(_lr_of(hr)) - hr).abs().mean(), calibration)
     ugroups = unet_groups(full.unet, full.link, ratios.unet, lambda c: kept(c, ratios.unet))
     prune(ugroups, criterion)
-    with device:
-        student = AdcSRStudent(**student_config(unet.config, dec.config, ratios.unet))
     student.load_state_dict(full.state_dict())
     return Compressed(student.eval(), dec.eval())

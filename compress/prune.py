@@ -1,4 +1,13 @@
-"""Choose the channels each group keeps (by a criterion) and cut them out with torch-pruning."""
+"""Choose the channels each group keeps (by a criterion) and cut them out with torch-pruning.
+
+Criteria:
+- `release`: the AdcSR release's cut (FACTS §1): every tensor keeps the leading channels along each
+  axis it shrinks, ignoring head, GEGLU-half and concatenation boundaries (`leading_block`).
+- `first`: the first channels of every coupled group (groups.py): each head keeps its own first
+  dims, GEGLU's value and gate halves stay aligned, each part of a concatenation keeps its own
+  first channels. Structurally consistent, so it is not the release's cut.
+- `magnitude`, `taylor`: the group's channels ranked by weight norm / |weight × gradient|.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,13 @@ from collections import defaultdict
 
 import torch
 import torch_pruning as tp
+from torch import nn
 
 from adcsr.core.errors import UserError
 
 from .groups import Group, Slot
 
-CRITERIA = ("first", "magnitude", "taylor")
+CRITERIA = ("release", "first", "magnitude", "taylor")
 
 _PRUNE_FN = {
     "conv_out": tp.prune_conv_out_channels,
@@ -38,6 +48,18 @@ def _slices(slot: Slot, size: int) -> list[tuple[torch.Tensor, torch.Tensor | No
 
 def _g(p: torch.Tensor, view):
     return view(p.grad) if p.grad is not None else None
+
+
+def leading_block(source: dict[str, torch.Tensor], target: nn.Module) -> None:
+    """Fill `target` (the pruned architecture) with the leading block of each `source` tensor.
+
+    Written by hand: this is the release's plain slicing, which no pruning library does, because it
+    does not keep coupled channels together (a head's dims, a GEGLU gate and its value, the two parts
+    of a skip concatenation are cut as one flat axis)."""
+    state = target.state_dict()
+    if set(state) != set(source):
+        raise UserError(f"pruned layout does not match its source (e.g. {sorted(set(state) ^ set(source))[0]})")
+    target.load_state_dict({k: source[k][tuple(slice(0, n) for n in v.shape)] for k, v in state.items()})
 
 
 def importance(group: Group, criterion: str) -> torch.Tensor:
@@ -101,8 +123,8 @@ def keep_attention_temperature(groups: list[Group]) -> None:
 
 
 def prune(groups: list[Group], criterion: str, keep_temperature: bool | None = None) -> dict[str, torch.Tensor]:
-    """Select and apply; returns the kept indices of every group. `keep_temperature` (default: all
-    criteria but `first`, which reproduces the release's plain slicing) rescales attention queries."""
+    """Select and apply; returns the kept indices of every group. `keep_temperature` (default: on for
+    the ranking criteria, off for `first`) rescales attention queries."""
     keep = {g.name: select(g, criterion) for g in groups}
     apply(groups, keep)
     if keep_temperature if keep_temperature is not None else criterion != "first":

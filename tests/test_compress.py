@@ -1,4 +1,5 @@
-"""Structural compression: tiny SD teacher → student (each criterion), release slicing for `first`,
+"""Structural compression: tiny SD teacher → student (each criterion), the release's slicing for
+`release`, coupled groups for `first`,
 whole heads / aligned GEGLU halves / valid GroupNorms, lossless removal of dead channels, the CLI
 and the params/MACs report."""
 
@@ -38,44 +39,63 @@ def compressed(teacher, criterion):
     return _CACHE[criterion]
 
 
-def test_first_reproduces_the_release_slicing(teacher):
+def _release_cut(t: torch.Tensor, ratio: float, fixed: dict[int, int]) -> torch.Tensor:
+    """The release's rule written from FACTS §1: the leading (1 − ratio) of every channel axis
+    (dims 0 and 1; a conv kernel's spatial dims are never cut), axes in `fixed` kept at that size."""
+    n = [fixed.get(d, int(t.shape[d] * (1 - ratio))) if d < 2 else t.shape[d] for d in range(t.dim())]
+    return t[tuple(slice(0, k) for k in n)]
+
+
+def test_release_cuts_every_tensor_to_its_leading_block(teacher):
     unet, vae = teacher
-    st, dec = compressed(teacher, "first")
+    st, dec = compressed(teacher, "release")
     public = lambda m: {k: v for k, v in json.loads(m.to_json_string()).items() if not k.startswith("_")}  # noqa: E731
     assert public(AdcSRStudent.from_preset("tiny")) == public(st)  # the tiny preset is this student
     t, s = unet.state_dict(), st.unet.state_dict()
-    special = ("conv_in.", "to_q.", "to_k.", "to_v.", "to_out.", "ff.net.0.")
-    checked = 0
-    for k, v in s.items():
-        concat_input = k.startswith("up_blocks.") and (".norm1." in k or ".conv1." in k or "conv_shortcut" in k)
-        if any(x in k for x in special) or concat_input:
-            continue
-        torch.testing.assert_close(v, t[k][tuple(slice(0, n) for n in v.shape)], rtol=0, atol=0, msg=k)
-        checked += 1
-    assert checked > 150
-    # conv_in: the teacher's 4-channel kernel repeated over the 12 unshuffled channels
-    torch.testing.assert_close(s["conv_in.weight"], t["conv_in.weight"][:24].repeat(1, 3, 1, 1))
+    # conv_in: the teacher's 4-channel kernel repeated over the 12 unshuffled channels, then cut
+    torch.testing.assert_close(s.pop("conv_in.weight"), t["conv_in.weight"][:24].repeat(1, 3, 1, 1), rtol=0, atol=0)
+    for k, v in s.items():  # every other UNet tensor, heads, GEGLU halves and skip concatenations included
+        torch.testing.assert_close(v, _release_cut(t[k], 0.25, {}), rtol=0, atol=0, msg=k)
+    assert len(s) > 500
+    # link = the teacher's conv_out repeated over the decoder's 64 mid channels, leading 32 × 24 kept
+    torch.testing.assert_close(st.link.weight, unet.conv_out.weight[torch.arange(32) % 4][:, :24], rtol=0, atol=0)
+    # decoder: the leading half of every VAE decoder tensor (its 4 latent / 3 RGB axes kept)
+    d, vd = dec.decoder.state_dict(), vae.decoder.state_dict()
+    for k, v in d.items():
+        fixed = {1: 4} if k.startswith("conv_in.") else {0: 3} if k.startswith("conv_out.") else {}
+        torch.testing.assert_close(v, _release_cut(vd[k], 0.5, fixed), rtol=0, atol=0, msg=k)
+    for k, v in st.decoder.state_dict().items():
+        assert torch.equal(v, d[k])
+    # heads stay as many as the teacher's; each has 3/4 of its dims (a flat cut, so heads mix)
+    th = {n[: -len(".transformer_blocks.0.attn1")]: (a.heads, a.inner_dim // a.heads * 3 // 4)
+          for n, a in unet.named_modules() if n.endswith("attn1")}
+    sh = {n: (b.heads, b.head_dim) for n, b in st.unet.named_modules() if isinstance(b, SelfAttnTransformer)}
+    assert sh == th and len(sh) == 16
+
+
+def test_first_keeps_heads_geglu_halves_and_skip_parts_aligned(teacher):
+    """`first` is not the release's cut: it differs exactly where channels are coupled."""
+    unet, _ = teacher
+    t = unet.state_dict()
+    s = compressed(teacher, "first")[0].unet.state_dict()
+    r = compressed(teacher, "release")[0].unet.state_dict()
+    differ = {k for k in s if not torch.equal(s[k], r[k])}
+    coupled = ("to_q.", "to_k.", "to_v.", "to_out.", "ff.net.0.")
+    skip_input = lambda k: k.startswith("up_blocks.") and (".norm1." in k or ".conv1." in k or ".conv_shortcut." in k)  # noqa: E731
+    assert differ and all(any(x in k for x in coupled) or skip_input(k) for k in differ)
     # an up resnet reads cat([x, skip]): the first 96 of each 128-channel half
     idx = torch.cat([torch.arange(96), 128 + torch.arange(96)])
     k = "up_blocks.1.resnets.0.conv1.weight"
     torch.testing.assert_close(s[k], t[k][:96][:, idx])
-    # attention: the first dims of every head (heads stay whole: level 0 has 2 heads of 16 → 12)
+    # attention: the first dims of every head (level 0 has 2 heads of 16 → 12)
     k = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
     torch.testing.assert_close(s[k], t[k][torch.cat([torch.arange(12), 16 + torch.arange(12)])][:, :24])
     # GEGLU: the first channels of the value half and of the gate half
     k = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
     torch.testing.assert_close(s[k], t[k][torch.cat([torch.arange(96), 128 + torch.arange(96)])][:, :24])
-    # link = the teacher's conv_out repeated over the decoder's mid channels, first 32 kept
-    rep = torch.arange(32) % 4
-    torch.testing.assert_close(st.link.weight, unet.conv_out.weight[rep][:, :24])
-    # decoder: first half of every VAE decoder tensor; the student carries the same decoder
-    k = "mid_block.resnets.0.conv1.weight"
-    torch.testing.assert_close(dec.decoder.state_dict()[k], vae.decoder.state_dict()[k][:32, :32])
-    for k, v in st.decoder.state_dict().items():
-        assert torch.equal(v, dec.decoder.state_dict()[k])
 
 
-@pytest.mark.parametrize("criterion", ["first", "magnitude", "taylor"])
+@pytest.mark.parametrize("criterion", ["release", "first", "magnitude", "taylor"])
 def test_pruned_structure_is_consistent_and_runs(teacher, criterion):
     st, dec = compressed(teacher, criterion)
     attns = [m for m in st.modules() if isinstance(m, Attention)]
@@ -182,7 +202,7 @@ def test_cli_writes_student_decoder_and_report(teacher, tmp_path, capsys):
     args = ["compress", "--teacher", str(folder), "--out", str(out), "--lr-size", "32"]
     assert cli_main(args) == 0
     st = AdcSRStudent.from_pretrained(out / "student").eval()
-    ref, dec = compressed(teacher, "first")
+    ref, dec = compressed(teacher, "release")  # the default criterion
     lr = torch.rand(1, 3, 20, 20)
     with torch.no_grad():
         assert torch.equal(st(lr), ref(lr))
@@ -206,7 +226,7 @@ def test_full_size_compress_on_meta_gives_the_released_shapes():
 
     with torch.device("meta"):
         unet, vae = UNet2DConditionModel(**unet_config("sd21")), AutoencoderKL(**vae_config("sd21"))
-    st, dec = from_teacher(unet, vae)  # `first` needs no values: shapes only
+    st, dec = from_teacher(unet, vae, Ratios(), "release")  # shapes only
     public = lambda m: {k: v for k, v in json.loads(m.to_json_string()).items() if not k.startswith("_")}  # noqa: E731
     with torch.device("meta"):
         assert public(st) == public(AdcSRStudent.from_preset("sd21"))
@@ -214,3 +234,5 @@ def test_full_size_compress_on_meta_gives_the_released_shapes():
     assert tuple(dec.config.block_out_channels) == (64, 128, 256, 256)
     odd = {(n.num_channels, n.num_groups) for n in st.unet.modules() if isinstance(n, torch.nn.GroupNorm) and n.num_groups != 32}
     assert odd == {(240, 24), (720, 24)}  # the release's group rule: first of 32, 24, 16 … dividing C
+    heads = [(b.heads, b.head_dim) for b in st.unet.modules() if isinstance(b, SelfAttnTransformer)]
+    assert len(heads) == 16 and {h for h, _ in heads} == {5, 10, 20} and {d for _, d in heads} == {48}
