@@ -136,6 +136,11 @@ class PairedFolderDataset(_SeededItems):
     def __len__(self) -> int:
         return len(self.hr_files)
 
+    @property
+    def names(self) -> list[str]:
+        """Every item's `"name"`: its path relative to the HR folder, without extension."""
+        return [_rel_stem(f, self.hr_dir) for f in self.hr_files]
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         hr = read_image(self.hr_files[index], self.max_pixels)
         g = self._generator(index)

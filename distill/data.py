@@ -30,20 +30,33 @@ class DegradedCrops:
             self.dataset = SamplePhotoDataset("train", cfg.hr_size, cfg.epoch_length, seed=seed)
         self.degrade = RealESRGANDegradation(cfg.degradation)
 
-    def hr(self, indices: list[int]) -> torch.Tensor:
+    @property
+    def image_names(self) -> list[str]:
+        """The names of the images crops are taken from (what per-image side data is keyed by)."""
+        return list(self.dataset.names)
+
+    def _items(self, indices: list[int]) -> list[dict]:
         n = len(self.dataset)
         out = []
         for i in indices:
             self.dataset.set_epoch(i // n)
-            out.append(self.dataset[i % n]["hr"])
-        return torch.stack(out)
+            out.append(self.dataset[i % n])
+        return out
+
+    def hr(self, indices: list[int]) -> torch.Tensor:
+        return torch.stack([item["hr"] for item in self._items(indices)])
 
     def lr(self, hr: torch.Tensor, indices: list[int]) -> torch.Tensor:
         return torch.cat([self.degrade(hr[k:k + 1], _generator(self.seed, i)) for k, i in enumerate(indices)])
 
-    def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        hr = self.hr(indices)
-        return {"hr": hr, "lr": self.lr(hr, indices)}
+    def batch(self, indices: list[int], names: bool = False) -> dict:
+        """{"hr", "lr"} tensors, plus "names" (each sample's image name) when asked."""
+        items = self._items(indices)
+        hr = torch.stack([item["hr"] for item in items])
+        b = {"hr": hr, "lr": self.lr(hr, indices)}
+        if names:
+            b["names"] = [item["name"] for item in items]
+        return b
 
     def heldout(self) -> dict[str, torch.Tensor]:
         """Fixed crops of the held-out photos (never trained on) and their degraded LR."""

@@ -6,12 +6,21 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# LoRA targets of the released stage-2 discriminator: attention q/k/v/out, the ResNet and
-# up/down-sampler convs, proj_in/proj_out and the feed-forward (GEGLU proj and output linear).
-RELEASED_LORA_TARGETS = (
-    "to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_shortcut", "conv", "conv_out",
-    "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+# The release's LoRA rule for its stage-2 discriminator: every weight (not bias, not norm) whose
+# parameter name contains one of these, matched as substrings, so `conv` also picks `conv_in`,
+# `conv_out` and the samplers' convs, and `to_q` … the cross-attention's projections too.
+RELEASED_LORA_PATTERNS = (
+    "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
+    "proj_out", "proj_in", "ff.net.2", "ff.net.0.proj",
 )
+RELEASED_LORA_ALPHA = 8  # peft's default, which the release leaves in place: scale alpha / r = 2 at r = 4
+
+
+def released_lora_targets(unet: nn.Module) -> list[str]:
+    """Module names the release puts LoRA on (its three adapters together: each module is in
+    exactly one, so one adapter over their union computes the same)."""
+    return [n[: -len(".weight")] for n, _ in unet.named_parameters()
+            if n.endswith(".weight") and "norm" not in n and any(p in n for p in RELEASED_LORA_PATTERNS)]
 
 
 class PatchDiscriminator(nn.Module):
@@ -33,13 +42,16 @@ class PatchDiscriminator(nn.Module):
 
 
 class FeatureDiscriminator(nn.Module):
-    """An SD-shaped `UNet2DConditionModel` reading decoder features: new `conv_in` (feature
-    channels → the UNet's first width, initialised from the old weights repeated and divided by
-    the repeat count), peft LoRA on the released targets, fixed timestep and prompt embedding.
-    Trainable: the LoRA weights and `conv_in`. Output: the UNet's logit map."""
+    """An SD-shaped `UNet2DConditionModel` reading decoder features, as released: a new `conv_in`
+    (feature channels → the UNet's first width, initialised from the old weights repeated and
+    divided by the repeat count), then peft LoRA (gaussian init, scale alpha / rank) on the
+    release's targets, `conv_in` included; a fixed timestep. Conditioned on a text embedding per
+    sample when the caller gives one (the release: its LR image's DAPE tags), else on one fixed
+    embedding. Trainable: the LoRA weights and `conv_in`. Output: the UNet's logit map."""
 
     def __init__(self, unet, feature_channels: int, rank: int = 4, timestep: int = 999,
-                 prompt_embeds: torch.Tensor | None = None, prompt_tokens: int = 1, seed: int = 0):
+                 prompt_embeds: torch.Tensor | None = None, prompt_tokens: int = 1, seed: int = 0,
+                 alpha: float = RELEASED_LORA_ALPHA):
         super().__init__()
         from peft import LoraConfig
 
@@ -51,8 +63,8 @@ class FeatureDiscriminator(nn.Module):
             new.bias.copy_(old.bias)
         unet.conv_in = new
         unet.requires_grad_(False)
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                    target_modules=list(RELEASED_LORA_TARGETS)))
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian",
+                                    target_modules=released_lora_targets(unet)))
         new.requires_grad_(True)
         self.unet = unet
         if prompt_embeds is None:
@@ -76,7 +88,9 @@ class FeatureDiscriminator(nn.Module):
         keep = {n for n, p in self.named_parameters() if p.requires_grad}
         return {k: v for k, v in self.state_dict().items() if k in keep or k == "prompt_embeds"}
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+    def forward(self, feats: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """`embeds`: (B, L, D) text embeddings, one per sample; default: the fixed one."""
         b = feats.shape[0]
         t = torch.full((b,), self.timestep, device=feats.device, dtype=torch.long)
-        return self.unet(feats, t, encoder_hidden_states=self.prompt_embeds.expand(b, -1, -1).to(feats.dtype)).sample
+        cond = self.prompt_embeds.expand(b, -1, -1) if embeds is None else embeds
+        return self.unet(feats, t, encoder_hidden_states=cond.to(feats.dtype)).sample

@@ -46,8 +46,15 @@ class DiscriminatorConfig:
     unet: Optional[str] = path_field()  # diffusers UNet2DConditionModel folder (SD2.1-base's UNet)
     preset: Literal["tiny", "sd21"] = "tiny"  # randomly initialised backbone when no folder is given
     rank: int = 4
+    alpha: float = 8  # LoRA scale alpha / rank: the release keeps peft's default 8 (scale 2 at rank 4)
     timestep: int = 999
-    prompt_embeds: Optional[str] = path_field()  # safetensors holding "prompt_embeds" (1, L, D)
+    # Conditioning. The release embeds each LR image's DAPE tags with the text encoder; offline,
+    # `image_embeds` gives one (L, D) embedding per training image (safetensors keyed by the
+    # image's name: the bundled photo's name, or the path under data.hr_folder without extension).
+    # Without it, one embedding for all: `prompt_embeds` ("prompt_embeds" (1, L, D)) or a fixed
+    # seeded stand-in.
+    image_embeds: Optional[str] = path_field()
+    prompt_embeds: Optional[str] = path_field()
 
 
 @dataclass
@@ -125,10 +132,30 @@ def build_discriminator(cfg: DiscriminatorConfig, channels: int, seed: int) -> F
         if prompt.shape[-1] != unet.config.cross_attention_dim:
             raise UserError(f"prompt_embeds width {prompt.shape[-1]} != the UNet's cross_attention_dim "
                             f"{unet.config.cross_attention_dim}")
-    return FeatureDiscriminator(unet, channels, cfg.rank, cfg.timestep, prompt, seed=seed)
+    return FeatureDiscriminator(unet, channels, cfg.rank, cfg.timestep, prompt, seed=seed, alpha=cfg.alpha)
+
+
+def load_image_embeds(path: str, names: list[str], width: int) -> dict[str, torch.Tensor]:
+    """The per-image embeddings of every training image, checked before training starts."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(path)
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"cannot read image_embeds {path}: {str(e).strip().splitlines()[0][:200]}") from None
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise UserError(f"image_embeds {path} has no embedding for {len(missing)} training image(s), e.g. {missing[0]!r}")
+    shapes = {tuple(tensors[n].shape) for n in names}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 2 or next(iter(shapes))[1] != width:
+        raise UserError(f"image_embeds {path}: every embedding must be (L, {width}) with one L, got {sorted(shapes)[:3]}")
+    return {n: tensors[n].float() for n in names}
 
 
 class DistillTask(Task):
+    fixed_lr = ("disc",)  # the release schedules the generator's lr only; D keeps disc_lr
+
     def __init__(self, cfg: Stage2Config):
         self.cfg = cfg
         self.data = DegradedCrops(cfg.data, cfg.trainer.seed)
@@ -145,6 +172,9 @@ class DistillTask(Task):
             p.requires_grad_(True)
         self.teacher = get_teacher(cfg.teacher, **cfg.teacher_options)
         self.disc = build_discriminator(cfg.discriminator, self.space.channels, cfg.trainer.seed)
+        self.image_embeds = load_image_embeds(
+            cfg.discriminator.image_embeds, self.data.image_names,
+            self.disc.unet.config.cross_attention_dim) if cfg.discriminator.image_embeds else None
         self.target_space = PreMidSpace(self.space) if cfg.distill_level == "pre_mid" else self.space
         self.modules = {"student": self.student, "disc": self.disc}
         self.frozen = {"space": self.space}
@@ -200,7 +230,10 @@ class DistillTask(Task):
         slots = [i % n for i in indices] if n else list(indices)
         todo = [s for s in slots if s not in self.pool]
         if todo:
-            b = self.data.batch(todo)
+            b = self.data.batch(todo, names=True)
+            names = b.pop("names")
+            if self.image_embeds is not None:
+                b["embeds"] = torch.stack([self.image_embeds[name] for name in names])
             target, sr = self.teacher_outputs(b["lr"].to(device))
             b["target"] = target.cpu()
             if self.needs_teacher_sr:
@@ -235,7 +268,7 @@ class DistillTask(Task):
                 per = self.perceptual(sr, b["teacher_sr"])
                 loss, logs["perceptual"] = loss + c.perceptual_weight * per, per.item()
         if self.adversarial(step):
-            adv = generator_adv(self.disc(feats))
+            adv = generator_adv(self.disc(feats, b.get("embeds")))
             loss = loss + self.cfg.adv_weight * adv
             logs["adv"] = adv.item()
         return loss, logs
@@ -243,7 +276,7 @@ class DistillTask(Task):
     def disc_loss(self, b, step):
         if not self.adversarial(step):
             return None
-        loss = discriminator_adv(self.disc(b["fake"]), self.disc(b["real"]))
+        loss = discriminator_adv(self.disc(b["fake"], b.get("embeds")), self.disc(b["real"], b.get("embeds")))
         return loss, {"disc": loss.item()}
 
     # ---- evaluation --------------------------------------------------------------------------
@@ -271,6 +304,14 @@ class DistillTask(Task):
         return metrics, {"heldout_teacher_student_hr": torch.cat([h["teacher_sr"], sr, h["hr"]])}
 
 
+def _conditioning(cfg: DiscriminatorConfig, task: DistillTask) -> str:
+    if task.image_embeds is not None:
+        return f"per-image text embeddings from {cfg.image_embeds} ({len(task.image_embeds)} images)"
+    if cfg.prompt_embeds:
+        return f"one fixed text embedding from {cfg.prompt_embeds} for every sample"
+    return "one fixed seeded stand-in embedding for every sample (no text embeddings given)"
+
+
 def distill(cfg: Stage2Config | str | Path | dict, resume: bool = False) -> Path:
     """Distil the teacher into the student; returns its `save_pretrained` folder (`<run_dir>/student`)."""
     if not isinstance(cfg, Stage2Config):
@@ -296,8 +337,10 @@ def distill(cfg: Stage2Config | str | Path | dict, resume: bool = False) -> Path
                  if cfg.train_decoder else "UNet + link + decoder mid-block (up path frozen, as released)"),
         discriminator={"backbone": cfg.discriminator.unet or f"randomly initialised `{cfg.discriminator.preset}` "
                        "UNet2DConditionModel (no SD UNet given)", "lora_rank": cfg.discriminator.rank,
+                       "lora_scale": cfg.discriminator.alpha / cfg.discriminator.rank,
                        "timestep": cfg.discriminator.timestep,
-                       "prompt": cfg.discriminator.prompt_embeds or "fixed seeded stand-in embedding",
+                       "conditioning": _conditioning(cfg.discriminator, task),
+                       "lr": f"{cfg.disc_lr} constant (the trainer's schedule applies to the student only)",
                        "trainable_params": sum(p.numel() for p in task.disc.parameters() if p.requires_grad)},
         ema=cfg.trainer.ema_decay > 0,
     )

@@ -54,6 +54,7 @@ class Task:
     frozen: dict[str, nn.Module] = {}  # fixed helpers (encoders, loss networks): on the trainer's device
     teachers: dict[str, Teacher] = {}  # on the trainer's device, in its AMP precision (`Trainer.dtype`)
     ema_module: str | None = None
+    fixed_lr: tuple[str, ...] = ()  # optimizers that keep their learning rate whatever the schedule
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
@@ -95,10 +96,12 @@ def _module_state(m: nn.Module) -> dict[str, torch.Tensor]:
     return m.trainable_state_dict() if hasattr(m, "trainable_state_dict") else m.state_dict()
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig):
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, fixed: bool = False):
     warm = cfg.warmup_steps
 
     def factor(step: int) -> float:
+        if fixed:
+            return 1.0
         w = min(1.0, (step + 1) / warm) if warm else 1.0
         if cfg.schedule == "halving":
             return w * 0.5 ** (step // cfg.halve_every)
@@ -134,7 +137,7 @@ class Trainer:
             if cfg.grad_checkpointing and hasattr(m, "enable_gradient_checkpointing"):
                 m.enable_gradient_checkpointing()
         self.opts = self.task.optimizers()
-        self.scheds = {k: _scheduler(o, cfg) for k, o in self.opts.items()}
+        self.scheds = {k: _scheduler(o, cfg, k in self.task.fixed_lr) for k, o in self.opts.items()}
         fp16 = self.acc.mixed_precision == "fp16"
         self.scalers = {k: torch.amp.GradScaler(self.acc.device.type, enabled=fp16) for k in self.opts}
         self.ema = None

@@ -115,3 +115,27 @@ def test_resume_refuses_a_changed_config(chain, tmp_path):
         distill({**cfg, "lr": 0.5}, resume=True)
     with pytest.raises(UserError, match="finished run"):
         distill(cfg)
+
+
+def test_discriminator_reads_per_image_embeddings_named_in_the_manifest(chain, tmp_path):
+    from safetensors.torch import save_file
+
+    from adcsr.core.errors import UserError
+    from adcsr.core.models.sd_configs import unet_config
+    from adcsr.core.photos import split_photos
+
+    width = unet_config("tiny")["cross_attention_dim"]
+    names = split_photos("train")
+    g = torch.Generator().manual_seed(0)
+    save_file({n: torch.randn(3, width, generator=g) for n in names}, str(tmp_path / "embeds.safetensors"))
+    cfg = dict(run_dir=str(tmp_path / "r"), vae=str(chain["ae"]), decoder=str(chain["decoder"]), adv_start=0,
+               discriminator=dict(image_embeds=str(tmp_path / "embeds.safetensors")),
+               trainer=dict(TRAINER, steps=2, eval_every=2))
+    distill(cfg)
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["discriminator"]["conditioning"].startswith("per-image text embeddings")
+    assert manifest["discriminator"]["lora_scale"] == 2.0
+    save_file({n: torch.randn(3, width) for n in names[1:]}, str(tmp_path / "short.safetensors"))
+    with pytest.raises(UserError, match="no embedding for 1 training image"):
+        distill({**cfg, "run_dir": str(tmp_path / "r2"),
+                 "discriminator": dict(image_embeds=str(tmp_path / "short.safetensors"))})
