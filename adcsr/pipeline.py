@@ -15,21 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from adcsr.compress.config import CompressConfig
 from adcsr.core.config import load_config, path_field, save_config
 from adcsr.core.errors import UserError
 from adcsr.runner import Pipeline, Stage, StageContext, StageFailed
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "pipeline.yaml"
-
-
-@dataclass
-class CompressSettings:
-    unet_ratio: float = 0.25
-    decoder_ratio: float = 0.5
-    criterion: Literal["release", "first", "magnitude", "taylor"] = "release"
-    calibration: int = 4  # photo crops for the taylor criterion
-    lr_size: int = 128  # LR side the compression report counts MACs at
 
 
 @dataclass
@@ -59,7 +51,7 @@ class PipelineConfig:
     # `<launch...> adcsr.cli distill stageK CONFIG`, e.g. ["accelerate", "launch", "--num_processes",
     # "8", "-m"] or ["torchrun", "--nproc_per_node", "8", "-m"] for data-parallel training.
     launch: list[str] = field(default_factory=list)
-    compress: CompressSettings = field(default_factory=CompressSettings)
+    compress: CompressConfig = field(default_factory=CompressConfig)
     stage0: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage0.Stage0Config fields
     stage1: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage1.Stage1Config fields
     stage2: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage2.Stage2Config fields
@@ -93,13 +85,11 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _validate_sections(cfg: PipelineConfig) -> None:
     """Check every stage's section against its own config class before anything runs."""
-    from adcsr.distill.stage0 import Stage0Config
-    from adcsr.distill.stage1 import Stage1Config
-    from adcsr.distill.stage2 import Stage2Config
+    from adcsr.distill import CONFIGS
     from adcsr.export.config import ExportConfig
     from adcsr.export.targets import TARGETS
 
-    for name, cls in (("stage0", Stage0Config), ("stage1", Stage1Config), ("stage2", Stage2Config)):
+    for name, cls in CONFIGS.items():
         section = getattr(cfg, name)
         try:
             load_config(cls, section)
@@ -131,14 +121,12 @@ def _train_dir(ctx: StageContext) -> str:
 
 def _train(cfg: PipelineConfig, ctx: StageContext, stage: str, section: dict[str, Any]) -> Path:
     """Run one training stage in this process, or under `cfg.launch` (multi-process)."""
-    import importlib
     import subprocess
 
-    from adcsr.distill.cli import STAGES
+    from adcsr.distill import STAGES
 
-    _, module, fn = STAGES[stage]
     if not cfg.launch:
-        return getattr(importlib.import_module(f"adcsr.distill.{module}"), fn)(section, resume=ctx.resume)
+        return STAGES[stage](section, resume=ctx.resume)
     import yaml
 
     from adcsr.core.atomic import atomic_write_text
@@ -163,18 +151,13 @@ def _stage_compress(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
         from diffusers import AutoencoderKL
 
-        from adcsr.compress.api import compress_to_folder
-        from adcsr.compress.teacher import load_teacher
+        from adcsr.compress import compress, load_teacher
 
         unet, vae = load_teacher(cfg.sd_folder or cfg.preset, seed=cfg.seed)
         if not cfg.sd_folder:
             vae = AutoencoderKL.from_pretrained(ctx.input("autoencoder.vae"))
-        out = compress_to_folder(
-            unet, vae, ctx.dir / "out", unet_ratio=cfg.compress.unet_ratio,
-            decoder_ratio=cfg.compress.decoder_ratio, criterion=cfg.compress.criterion,
-            calibration=cfg.compress.calibration, lr_size=cfg.compress.lr_size,
-            teacher=cfg.sd_folder or cfg.preset, text_config=None, seed=cfg.seed, overwrite=True,
-        )
+        out = compress(unet, vae, ctx.dir / "out", cfg.compress, teacher=cfg.sd_folder or cfg.preset,
+                       seed=cfg.seed, overwrite=True)
         return {"student": out / "student", "decoder": out / "decoder", "report": out / "report.json"}
 
     return run

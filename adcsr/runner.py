@@ -40,12 +40,11 @@ class StageFailed(Exception):
 
 @dataclass
 class StageContext:
-    """What a stage's function gets: its folder, the upstream outputs, and the run's settings."""
+    """What a stage's function gets: its folder and the upstream outputs."""
 
     name: str
     dir: Path
     inputs: dict[str, Path]  # "<stage>.<output>" -> path, for every output of the stages it needs
-    settings: dict[str, Any]
     resume: bool = False  # an earlier attempt with the same fingerprint was interrupted: continue it
 
     def input(self, key: str) -> Path:
@@ -154,7 +153,7 @@ class Pipeline:
             for need in stage.needs
             for key, out in manifests[need]["outputs"].items()
         }
-        ctx = StageContext(stage.name, stage_dir, inputs, stage.settings, resume)
+        ctx = StageContext(stage.name, stage_dir, inputs, resume)
         log(f"[{stage.name}] {'resuming' if resume else 'running'}")
         start = time.perf_counter()
         try:

@@ -15,32 +15,28 @@ from adcsr.core.atomic import atomic_dir
 from adcsr.core.errors import UserError
 
 from .accounting import compression_report, report_markdown
+from .config import CompressConfig
 from .from_teacher import Ratios, from_teacher
 
 
-def compress_to_folder(unet: Any, vae: Any, out: str | os.PathLike, *, unet_ratio: float = 0.25,
-                       decoder_ratio: float = 0.5, criterion: str = "release", calibration: int = 4,
-                       lr_size: int = 128, teacher: str = "", text_config: dict | None = None, seed: int = 0,
-                       overwrite: bool = False, on_step=lambda name: None) -> Path:
+def compress(unet: Any, vae: Any, out: str | os.PathLike, cfg: CompressConfig = CompressConfig(), *,
+             teacher: str = "", text_config: dict | None = None, seed: int = 0,
+             overwrite: bool = False, on_step=lambda name: None) -> Path:
     """Prune `unet` + `vae` (diffusers modules) into the AdcSR student and pruned decoder."""
-    if lr_size < 16 or lr_size % 16:
-        raise UserError(f"lr_size must be a positive multiple of 16, got {lr_size}")
-    if calibration < 1:
-        raise UserError("calibration must be at least 1")
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists (use --force to replace it)")
-    ratios = Ratios(unet=unet_ratio, decoder=decoder_ratio)
-    on_step(f"prune ({criterion})")
+    ratios = Ratios(unet=cfg.unet_ratio, decoder=cfg.decoder_ratio)
+    on_step(f"prune ({cfg.criterion})")
     calib = None
-    if criterion == "taylor":
+    if cfg.criterion == "taylor":
         from adcsr.core.photos import hr_crops
 
-        calib = hr_crops("train", 128, calibration, seed=seed)
-    student, decoder = from_teacher(unet, vae, ratios, criterion, calib)
+        calib = hr_crops("train", 128, cfg.calibration, seed=seed)
+    student, decoder = from_teacher(unet, vae, ratios, cfg.criterion, calib)
     on_step("count params/MACs")
     rep = compression_report(dict(unet.config), dict(vae.config), text_config, dict(student.config),
-                             {"unet": ratios.unet, "decoder": ratios.decoder}, criterion, lr_size)
+                             {"unet": ratios.unet, "decoder": ratios.decoder}, cfg.criterion, cfg.lr_size)
     rep["teacher"] = teacher
     on_step("save")
     with atomic_dir(out, overwrite=overwrite) as tmp:

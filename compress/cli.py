@@ -12,7 +12,9 @@ from pathlib import Path
 
 from adcsr.core.errors import UserError
 
-from .prune import CRITERIA
+from .config import CRITERIA, CompressConfig
+
+D = CompressConfig()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,13 +23,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", default="tiny",
                    help="preset (tiny, sd21: random weights) or a local diffusers SD folder with unet/ and vae/")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--unet-ratio", type=float, default=0.25, help="fraction of UNet channels removed (default 0.25)")
-    p.add_argument("--decoder-ratio", type=float, default=0.5, help="fraction of VAE-decoder channels removed (default 0.5)")
-    p.add_argument("--criterion", choices=CRITERIA, default="release",
-                   help="release: the release's flat slicing (default); first: the first channels of every coupled "
-                        "group (whole heads, aligned GEGLU halves); magnitude: L2; taylor: |w·grad| on real photos")
-    p.add_argument("--calibration", type=int, default=4, help="photo crops used by the taylor criterion (default 4)")
-    p.add_argument("--lr-size", type=int, default=128, help="LR side the report counts MACs at (default 128 → 512)")
+    p.add_argument("--unet-ratio", type=float, default=D.unet_ratio,
+                   help=f"fraction of UNet channels removed (default {D.unet_ratio})")
+    p.add_argument("--decoder-ratio", type=float, default=D.decoder_ratio,
+                   help=f"fraction of VAE-decoder channels removed (default {D.decoder_ratio})")
+    p.add_argument("--criterion", choices=CRITERIA, default=D.criterion,
+                   help=f"release: the release's flat slicing; first: the first channels of every coupled group "
+                        f"(whole heads, aligned GEGLU halves); magnitude: L2; taylor: |w·grad| on real photos "
+                        f"(default {D.criterion})")
+    p.add_argument("--calibration", type=int, default=D.calibration,
+                   help=f"photo crops used by the taylor criterion (default {D.calibration})")
+    p.add_argument("--lr-size", type=int, default=D.lr_size,
+                   help=f"LR side the report counts MACs at (default {D.lr_size})")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights of a preset teacher")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     p.set_defaults(func=run)
@@ -54,9 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .accounting import report_markdown
-    from .api import compress_to_folder
+    from .api import compress
     from .teacher import load_teacher
 
+    cfg = CompressConfig(unet_ratio=args.unet_ratio, decoder_ratio=args.decoder_ratio, criterion=args.criterion,
+                         calibration=args.calibration, lr_size=args.lr_size)
     out = Path(args.out)
     if out.exists() and not args.force:
         raise UserError(f"{out} already exists (use --force to replace it)")
@@ -68,10 +77,8 @@ def run(args: argparse.Namespace) -> int:
             bar.update()
             bar.set_postfix_str(name)
 
-        compress_to_folder(unet, vae, out, unet_ratio=args.unet_ratio, decoder_ratio=args.decoder_ratio,
-                           criterion=args.criterion, calibration=args.calibration, lr_size=args.lr_size,
-                           teacher=args.teacher, text_config=_text_config(args.teacher), seed=args.seed,
-                           overwrite=args.force, on_step=step)
+        compress(unet, vae, out, cfg, teacher=args.teacher, text_config=_text_config(args.teacher),
+                 seed=args.seed, overwrite=args.force, on_step=step)
         bar.update()
     print(report_markdown(json.loads((out / "report.json").read_text())))
     print(f"wrote {out}/student, {out}/decoder, {out}/report.json, {out}/report.md")

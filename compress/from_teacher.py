@@ -24,8 +24,9 @@ from adcsr.core.errors import UserError
 from adcsr.core.models.student import AdcSRStudent
 from adcsr.core.models.vae_decoder import PrunedVAEDecoder
 
+from .config import CRITERIA, CompressConfig
 from .groups import decoder_groups, kept, unet_groups
-from .prune import CRITERIA, leading_block, prune
+from .prune import leading_block, prune
 
 _DROPPED = ("time_embedding.", "time_proj.", "conv_out.", "conv_in.", "add_embedding.", "encoder_hid_proj.")
 
@@ -34,8 +35,8 @@ _DROPPED = ("time_embedding.", "time_proj.", "conv_out.", "conv_in.", "add_embed
 class Ratios:
     """Fractions of channels removed."""
 
-    unet: float = 0.25
-    decoder: float = 0.5
+    unet: float = CompressConfig.unet_ratio
+    decoder: float = CompressConfig.decoder_ratio
 
     def __post_init__(self):
         for name in ("unet", "decoder"):
@@ -130,7 +131,7 @@ def _taylor_grads(model, loss_fn, batches: torch.Tensor, batch_size: int = 2) ->
         loss_fn(batches[i:i + batch_size]).backward()
 
 
-def from_teacher(unet, vae, ratios: Ratios = Ratios(), criterion: str = "release",
+def from_teacher(unet, vae, ratios: Ratios = Ratios(), criterion: str = CompressConfig.criterion,
                  calibration: torch.Tensor | None = None) -> Compressed:
     """Compress an SD teacher into (student, pruned decoder). `calibration`: HR photos (N,3,H,W) in
     [0, 1] for the `taylor` criterion (H, W multiples of 64); default: bundled training photos."""

@@ -19,9 +19,9 @@ from torch import nn
 
 from adcsr.core.errors import UserError
 
+from .config import CRITERIA
 from .groups import Group, Slot
 
-CRITERIA = ("release", "first", "magnitude", "taylor")
 
 _PRUNE_FN = {
     "conv_out": tp.prune_conv_out_channels,

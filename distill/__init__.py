@@ -1,23 +1,32 @@
 """Training: one trainer; stage 0 (small autoencoder), stage 1 (pruned decoder pretraining) and
 stage 2 (adversarial feature distillation).
 
-`train_autoencoder(cfg) -> Path`, `pretrain_decoder(cfg) -> Path`, `distill(cfg) -> Path` (each
-also takes `resume=`) are imported on first use, so `import adcsr.distill` stays light.
+The face: `STAGES` ({"stage0": train_autoencoder, "stage1": pretrain_decoder, "stage2": distill},
+each `fn(cfg, resume=False) -> Path`, `cfg` a config object, a YAML path or a dict), their config
+classes `CONFIGS` and each function and class by name. Imported on first use (core/faces.py).
 """
 
-_PUBLIC = {
+from adcsr.core.faces import lazy_face
+
+
+def _stages():
+    from .stage0 import train_autoencoder
+    from .stage1 import pretrain_decoder
+    from .stage2 import distill
+
+    return {"stage0": train_autoencoder, "stage1": pretrain_decoder, "stage2": distill}
+
+
+def _configs():
+    from .stage0 import Stage0Config
+    from .stage1 import Stage1Config
+    from .stage2 import Stage2Config
+
+    return {"stage0": Stage0Config, "stage1": Stage1Config, "stage2": Stage2Config}
+
+
+__getattr__, __all__ = lazy_face(__name__, {
     "train_autoencoder": "stage0", "Stage0Config": "stage0",
     "pretrain_decoder": "stage1", "Stage1Config": "stage1",
     "distill": "stage2", "Stage2Config": "stage2",
-    "Trainer": "trainer", "Task": "trainer", "Phase": "trainer",
-}
-
-__all__ = sorted(_PUBLIC)
-
-
-def __getattr__(name: str):
-    if name in _PUBLIC:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+}, {"STAGES": _stages, "CONFIGS": _configs})

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-STAGES = {
-    "stage0": ("train the small KL autoencoder (stands in for SD's VAE)", "stage0", "train_autoencoder"),
-    "stage1": ("pretrain the pruned VAE decoder", "stage1", "pretrain_decoder"),
-    "stage2": ("adversarial feature distillation of the student", "stage2", "distill"),
+HELP = {
+    "stage0": "train the small KL autoencoder (stands in for SD's VAE)",
+    "stage1": "pretrain the pruned VAE decoder",
+    "stage2": "adversarial feature distillation of the student",
 }
 
 
 def _run(args: argparse.Namespace) -> int:
-    import importlib
+    from adcsr.distill import STAGES
 
-    _, module, fn = STAGES[args.stage]
-    out = getattr(importlib.import_module(f"adcsr.distill.{module}"), fn)(args.config, resume=args.resume)
+    out = STAGES[args.stage](args.config, resume=args.resume)
     print(out)
     return 0
 
@@ -28,7 +27,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("distill", help="train: stage 0 autoencoder, stage 1 decoder, stage 2 distillation",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for name, (help_, _, _) in STAGES.items():
+    for name, help_ in HELP.items():
         s = stages.add_parser(name, help=help_)
         s.add_argument("config", help="YAML config (see distill/configs/)")
         s.add_argument("--resume", action="store_true",

@@ -15,7 +15,3 @@ def discriminator_adv(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> t
     """softplus(D(fake)) + softplus(−D(real))."""
     return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
 
-
-def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, 1)), summed over latent elements, averaged over the batch."""
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()

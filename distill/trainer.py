@@ -67,11 +67,6 @@ class Task:
         """Held-out metrics and sample images (NCHW in [0, 1]); main process only."""
         return {}, {}
 
-    def save_final(self, folder: Path, modules: dict[str, nn.Module]) -> None:
-        for name, m in modules.items():
-            save_file({k: v.contiguous() for k, v in m.state_dict().items()},
-                      str(folder / f"{name}.safetensors"))
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
