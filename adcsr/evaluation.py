@@ -18,7 +18,7 @@ from adcsr.core.atomic import atomic_write_text
 from adcsr.core.manifest import size_on_disk
 
 if TYPE_CHECKING:
-    from adcsr.pipeline import PipelineConfig
+    from adcsr.report import ReportSettings
     from adcsr.runner import StageContext
 
 # Paper figures, shown only in the report's clearly labelled "published" table.
@@ -152,7 +152,10 @@ def _artifacts(ctx: StageContext) -> list[dict[str, Any]]:
     return rows
 
 
-def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
+def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, teacher_options: dict[str, Any],
+                 seed: int, subtitle: str, run_notes: list[str]) -> tuple[Path, Path]:
+    """Measure the teacher (`teacher_name` built with `teacher_options`), the run's student
+    (`stage2.student`) and its exports (`export.*`) on the held-out photos; write the report."""
     from adcsr.bench import run_bench
     from adcsr.core.colorfix import get_color_fix
     from adcsr.core.models.student import AdcSRStudent
@@ -160,13 +163,10 @@ def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
     from adcsr.export.runtime import load_artifact
     from adcsr.report import write_report
 
-    rc = cfg.report
     out = ctx.dir / "out"
     out.mkdir(parents=True, exist_ok=True)
-    names, lr, hr = heldout_pairs(rc.photos, rc.lr_size, cfg.seed)
+    names, lr, hr = heldout_pairs(rc.photos, rc.lr_size, seed)
 
-    teacher_name = cfg.stage2.get("teacher", "realesrgan-compact")
-    teacher_options = cfg.stage2.get("teacher_options", {})
     teacher = get_teacher(teacher_name, **teacher_options)
     student_dir = ctx.input("stage2.student")
     student = AdcSRStudent.from_pretrained(student_dir).eval()
@@ -226,7 +226,7 @@ def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
 
     notes = [
         f"Held-out photos {', '.join(names)}: centre crops {4 * rc.lr_size}² degraded with the training "
-        f"degradation (seed {cfg.seed}); PSNR/SSIM on Y with a 4-pixel border; NIQE on the SR image.",
+        f"degradation (seed {seed}); PSNR/SSIM on Y with a 4-pixel border; NIQE on the SR image.",
         f"Teacher: {json.dumps(teacher.describe(), default=str)}.",
         f"Student rows are colour-fixed as a user gets them ({AdcSRStudent.default_color_fix}: each channel's mean "
         "and std matched to the LR image's, as the AdcSR release does); colour error = the largest |channel mean "
@@ -235,12 +235,10 @@ def build_report(cfg: PipelineConfig, ctx: StageContext) -> tuple[Path, Path]:
     if bench:
         notes.append(f"Latency: median of {bench['repeats']} interleaved runs, 128² → 512², PyTorch on "
                      f"{bench['threads']} CPU threads; student speed-up {bench['student_speedup']['torch']:.2f}×.")
-    if not cfg.sd_folder:
-        notes.append("No SD weights were given: the frozen encoder is the run's own small autoencoder (stage 0) "
-                     f"and the compressed UNet started from the randomly initialised `{cfg.preset}` preset.")
+    notes += run_notes
     results = {
         "title": "adcsr-mobile pipeline report",
-        "subtitle": f"run folder {cfg.run_dir} · student {student_dir}",
+        "subtitle": f"{subtitle} · student {student_dir}",
         "models": models,
         "checks": checks,
         "artifacts": _artifacts(ctx),

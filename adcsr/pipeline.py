@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional
 from adcsr.compress.config import CompressConfig
 from adcsr.core.config import load_config, path_field, save_config
 from adcsr.core.errors import UserError
+from adcsr.report import ReportSettings
 from adcsr.runner import Pipeline, Stage, StageContext, StageFailed
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -28,14 +29,6 @@ DEFAULT_CONFIG = CONFIG_DIR / "pipeline.yaml"
 class ExportSettings:
     targets: list[str] = field(default_factory=lambda: ["qnn", "executorch", "coreml"])
     options: dict[str, Any] = field(default_factory=dict)  # adcsr.export.config.ExportConfig fields
-
-
-@dataclass
-class ReportSettings:
-    photos: int = 3  # held-out photos evaluated and shown
-    lr_size: int = 64  # side of the held-out LR crops the metrics and pictures use
-    bench_repeats: int = 3
-    metric_weights: dict[str, str] = field(default_factory=dict)  # learned metric name → local weights file
 
 
 @dataclass
@@ -95,8 +88,10 @@ def _validate_sections(cfg: PipelineConfig) -> None:
             load_config(cls, section)
         except UserError as e:
             raise UserError(f"pipeline config, {name}: {e}") from None
-        if "run_dir" in section:
-            raise UserError(f"pipeline config, {name}: run_dir is set by the pipeline (remove it)")
+        for key, by in (("run_dir", "the pipeline"), ("decoder", "the pipeline (stage 1 trains compress's decoder)"),
+                        ("decoder_ratio", "compress.decoder_ratio")):
+            if key in section and (name == "stage1" or key == "run_dir"):
+                raise UserError(f"pipeline config, {name}: {key} is set by {by} (remove it)")
     try:
         load_config(ExportConfig, cfg.export.options)
     except UserError as e:
@@ -165,7 +160,8 @@ def _stage_compress(cfg: PipelineConfig):
 
 def _stage_decoder(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        out = _train(cfg, ctx, "stage1", {**cfg.stage1, "vae": _encoder_vae(cfg, ctx), "run_dir": _train_dir(ctx)})
+        out = _train(cfg, ctx, "stage1", {**cfg.stage1, "vae": _encoder_vae(cfg, ctx), "run_dir": _train_dir(ctx),
+                                          "decoder": str(ctx.input("compress.decoder"))})
         return {"decoder": out, "metrics": ctx.dir / "train" / "metrics.json"}
 
     return run
@@ -199,9 +195,15 @@ def _stage_export(cfg: PipelineConfig):
 
 def _stage_report(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
+        from adcsr.distill import Stage2Config
         from adcsr.evaluation import build_report
 
-        md, html = build_report(cfg, ctx)
+        stage2 = load_config(Stage2Config, cfg.stage2)
+        notes = [] if cfg.sd_folder else [
+            "No SD weights were given: the frozen encoder is the run's own small autoencoder (stage 0) "
+            f"and the compressed UNet started from the randomly initialised `{cfg.preset}` preset."]
+        md, html = build_report(ctx, cfg.report, teacher_name=stage2.teacher, teacher_options=stage2.teacher_options,
+                                seed=cfg.seed, subtitle=f"run folder {cfg.run_dir}", run_notes=notes)
         return {"markdown": md, "html": html}
 
     return run
@@ -218,7 +220,8 @@ def build_pipeline(cfg: PipelineConfig) -> Pipeline:
     stages += [
         Stage("compress", _stage_compress(cfg), settings={**common, **vars(cfg.compress)}, needs=first,
               external_inputs=sd),
-        Stage("stage1", _stage_decoder(cfg), settings={**common, **cfg.stage1}, needs=first, external_inputs=sd),
+        Stage("stage1", _stage_decoder(cfg), settings={**common, **cfg.stage1}, needs=(*first, "compress"),
+              external_inputs=sd),
         Stage("stage2", _stage_distill(cfg), settings={**common, **cfg.stage2},
               needs=(*first, "compress", "stage1"), external_inputs=sd),
         Stage("export", _stage_export(cfg), settings={"targets": cfg.export.targets, **cfg.export.options},

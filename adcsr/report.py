@@ -9,10 +9,20 @@ from __future__ import annotations
 import html
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from adcsr.core.atomic import atomic_path, atomic_write_text
+
+
+@dataclass
+class ReportSettings:
+    photos: int = 3  # held-out photos evaluated and shown
+    lr_size: int = 64  # side of the held-out LR crops the metrics and pictures use
+    bench_repeats: int = 3
+    metric_weights: dict[str, str] = field(default_factory=dict)  # learned metric name → local weights file
+
 
 MODEL_COLUMNS = [
     ("name", "model"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
@@ -28,7 +28,13 @@ from .trainer import Phase, Task, Trainer
 class Stage1Config:
     vae: Optional[str] = path_field()  # diffusers AutoencoderKL folder: SD's VAE, or stage 0's autoencoder
     run_dir: str = "runs/stage1"
-    decoder_ratio: float = DECODER_RATIO  # share of every decoder width pruned away
+    # compress's PrunedVAEDecoder folder: the decoder to train (its widths are compress's decoder
+    # ratio). `init: fresh` re-initialises it, as the paper trains the pruned decoder from scratch;
+    # `init: pruned` starts from compress's pruned weights. Without a folder: a fresh decoder of the
+    # VAE's with `decoder_ratio` of every width removed.
+    decoder: Optional[str] = path_field()
+    init: Literal["fresh", "pruned"] = "fresh"
+    decoder_ratio: float = DECODER_RATIO
     lr: float = 1.3e-6  # the paper's
     disc_lr: float = 1.3e-6
     l1_weight: float = 1.0
@@ -63,13 +69,23 @@ def encoder_role(path: str) -> str:
     return f"frozen VAE encoder from {path}"
 
 
+def initial_decoder(cfg: Stage1Config, vae) -> PrunedVAEDecoder:
+    if not cfg.decoder:
+        return PrunedVAEDecoder(**PrunedVAEDecoder.config_from_vae(dict(vae.config), cfg.decoder_ratio))
+    given = PrunedVAEDecoder.from_pretrained(cfg.decoder)
+    if given.config.latent_channels != vae.config.latent_channels:
+        raise UserError(f"decoder {cfg.decoder} reads {given.config.latent_channels} latent channels but the VAE "
+                        f"gives {vae.config.latent_channels}")
+    return given if cfg.init == "pruned" else PrunedVAEDecoder.from_config(given.config)
+
+
 class DecoderTask(Task):
     def __init__(self, cfg: Stage1Config):
         self.cfg = cfg
         self.data = DegradedCrops(cfg.data, cfg.trainer.seed)
         self.heldout = self.data.heldout()["hr"]
         self.vae = load_vae(cfg.vae)
-        self.decoder = PrunedVAEDecoder(**PrunedVAEDecoder.config_from_vae(dict(self.vae.config), cfg.decoder_ratio))
+        self.decoder = initial_decoder(cfg, self.vae)
         self.disc = PatchDiscriminator(cfg.disc_channels)
         self.perceptual = perceptual_loss(cfg.lpips_weights)
         self.modules = {"decoder": self.decoder, "disc": self.disc}
@@ -130,6 +146,8 @@ def pretrain_decoder(cfg: Stage1Config | str | Path | dict, resume: bool = False
     return finish_run(
         trainer, run_dir, "decoder", lambda d: dec.save_pretrained(d), stage="stage1",
         model="PrunedVAEDecoder", encoder=encoder_role(cfg.vae), decoder_config=dict(dec.config),
+        initialised=(f"from compress's pruned weights ({cfg.decoder})" if cfg.decoder and cfg.init == "pruned"
+                     else "fresh (trained from scratch, as the paper does)"),
         perceptual_loss=trainer.task.perceptual.name, adv_start=cfg.adv_start,
         ema=cfg.trainer.ema_decay > 0,
     )

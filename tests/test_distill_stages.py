@@ -139,3 +139,23 @@ def test_discriminator_reads_per_image_embeddings_named_in_the_manifest(chain, t
     with pytest.raises(UserError, match="no embedding for 1 training image"):
         distill({**cfg, "run_dir": str(tmp_path / "r2"),
                  "discriminator": dict(image_embeds=str(tmp_path / "short.safetensors"))})
+
+
+def test_stage1_trains_the_decoder_compress_wrote(chain, tmp_path):
+    from adcsr.core.errors import UserError
+    from adcsr.distill.stage1 import Stage1Config, initial_decoder, load_vae
+
+    vae = load_vae(str(chain["ae"]))
+    pruned = PrunedVAEDecoder(**PrunedVAEDecoder.config_from_vae(dict(vae.config), 0.75))  # not the default ratio
+    pruned.save_pretrained(tmp_path / "dec")
+    start = initial_decoder(Stage1Config(vae=str(chain["ae"]), decoder=str(tmp_path / "dec"), init="pruned"), vae)
+    fresh = initial_decoder(Stage1Config(vae=str(chain["ae"]), decoder=str(tmp_path / "dec")), vae)
+    ref = pruned.state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in start.state_dict().items())
+    # compress's widths, whatever stage 1's decoder_ratio says
+    assert list(fresh.config.block_out_channels) == list(pruned.config.block_out_channels) == [8, 16, 16, 16]
+    assert not torch.equal(fresh.decoder.conv_in.weight, pruned.decoder.conv_in.weight)
+    other = PrunedVAEDecoder(**{**PrunedVAEDecoder.config_from_vae(dict(vae.config)), "latent_channels": 8})
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(UserError, match="latent channels"):
+        initial_decoder(Stage1Config(vae=str(chain["ae"]), decoder=str(tmp_path / "other")), vae)

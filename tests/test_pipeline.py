@@ -124,6 +124,15 @@ def test_bad_pipeline_config_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "stage2" in err[0] and "teacher_optionz" in err[0]
 
 
+def test_one_decoder_ratio_stage1_trains_compress_decoder(tmp_path, capsys):
+    cfg_file = tmp_path / "two.yaml"
+    cfg_file.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "stage1": {"decoder_ratio": 0.25}}))
+    assert main(["pipeline", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "decoder_ratio is set by compress.decoder_ratio" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("option, value", [("htp_optimization_mode", 7), ("soc", "SM0000"), ("tile", 0)])
 def test_bad_export_option_fails_before_any_stage_runs(tmp_path, capsys, option, value):
     cfg_file = tmp_path / "bad.yaml"

@@ -1,5 +1,46 @@
-"""Teachers: one interface (`upscale`, `features`), a registry by name, and the models behind it."""
+"""Teachers: one interface (`base.Teacher`: `upscale`, `features`, `targets`), the registry by
+name below, and the models behind it (each imported only when its teacher is built)."""
 
-from .base import TEACHERS, Teacher, get_teacher
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from adcsr.core.errors import UserError
+
+from .base import Teacher
+
+
+def _realesrgan(**kw: Any) -> Teacher:
+    from .realesrgan import RealESRGANTeacher
+
+    return RealESRGANTeacher(variant="x4plus", **kw)
+
+
+def _realesrgan_compact(**kw: Any) -> Teacher:
+    from .realesrgan import RealESRGANTeacher
+
+    return RealESRGANTeacher(variant="compact", **kw)
+
+
+def _osediff(**kw: Any) -> Teacher:
+    from .osediff import OSEDiffTeacher
+
+    return OSEDiffTeacher.load(**kw)
+
+
+#: name → factory(**kw) → Teacher. Later teachers (DFOSD, TSD-SR, TAD-SR) register here.
+TEACHERS: dict[str, Callable[..., Teacher]] = {
+    "realesrgan": _realesrgan,
+    "realesrgan-compact": _realesrgan_compact,
+    "osediff": _osediff,
+}
+
+
+def get_teacher(name: str, **kw: Any) -> Teacher:
+    """Build the teacher registered as `name`; keyword arguments go to its loader."""
+    if name not in TEACHERS:
+        raise UserError(f"unknown teacher {name!r} (known: {', '.join(TEACHERS)})")
+    return TEACHERS[name](**kw)
+
 
 __all__ = ["TEACHERS", "Teacher", "get_teacher"]

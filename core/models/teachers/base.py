@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -64,36 +64,3 @@ def _check_image(lr: torch.Tensor) -> None:
     if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
         shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
         raise UserError(f"a teacher takes an N×3×H×W RGB batch in [0, 1], got {shape}")
-
-
-def _realesrgan(**kw: Any) -> Teacher:
-    from .realesrgan import RealESRGANTeacher
-
-    return RealESRGANTeacher(variant="x4plus", **kw)
-
-
-def _realesrgan_compact(**kw: Any) -> Teacher:
-    from .realesrgan import RealESRGANTeacher
-
-    return RealESRGANTeacher(variant="compact", **kw)
-
-
-def _osediff(**kw: Any) -> Teacher:
-    from .osediff import OSEDiffTeacher
-
-    return OSEDiffTeacher.load(**kw)
-
-
-#: name → factory(**kw) → Teacher. Later teachers (DFOSD, TSD-SR, TAD-SR) register here.
-TEACHERS: dict[str, Callable[..., Teacher]] = {
-    "realesrgan": _realesrgan,
-    "realesrgan-compact": _realesrgan_compact,
-    "osediff": _osediff,
-}
-
-
-def get_teacher(name: str, **kw: Any) -> Teacher:
-    """Build the teacher registered as `name`; keyword arguments go to its loader."""
-    if name not in TEACHERS:
-        raise UserError(f"unknown teacher {name!r} (known: {', '.join(TEACHERS)})")
-    return TEACHERS[name](**kw)
