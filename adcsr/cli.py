@@ -19,6 +19,7 @@ from adcsr import __version__
 COMMAND_MODULES: list[str] = [
     "adcsr.pipeline",
     "adcsr.upscale",
+    "adcsr.import_release",
     "adcsr.imagetools",
     "adcsr.bench",
     "adcsr.compress.cli",

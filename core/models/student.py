@@ -236,6 +236,14 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
         return cls(**PRESETS[name])
 
     @classmethod
+    def from_release(cls, net, decoder) -> "AdcSRStudent":
+        """The AdcSR authors' released model: `net_params_200.pkl` (the trained body) and
+        `halfDecoder.ckpt` (the decoder's up path), mapped key by key (see `release.py`)."""
+        from .release import load_release
+
+        return load_release(net, decoder)
+
+    @classmethod
     def from_pretrained(cls, path, **kw) -> "AdcSRStudent":
         """diffusers' loader; a missing folder or weights that do not fit the config is a UserError."""
         return load_or_user_error(super().from_pretrained, "student", path, **kw)
