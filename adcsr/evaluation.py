@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from adcsr.core.atomic import atomic_write_text
 from adcsr.core.manifest import size_on_disk
+from adcsr.core.metrics.fidelity import mean_psnr_y
 
 if TYPE_CHECKING:
     from adcsr.report import ReportSettings
@@ -55,12 +56,6 @@ def quality(sr: torch.Tensor, hr: torch.Tensor, weights: dict[str, str]) -> dict
     if weights:
         out["learned"] = evaluate(sr, hr, list(weights), weights=weights)
     return out
-
-
-def psnr_y(sr: torch.Tensor, ref: torch.Tensor) -> float:
-    from adcsr.core.metrics import evaluate
-
-    return evaluate(sr, ref, ["psnr_y"])["psnr_y"]
 
 
 def color_error(sr: torch.Tensor, hr: torch.Tensor) -> float:
@@ -206,7 +201,7 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
     for label, sr in srs.items():
         role = "teacher" if label.startswith("teacher") else "student" if label.startswith("student") else None
         row = {"name": label, **quality(sr, hr, rc.metric_weights),
-               "psnr_vs_teacher": None if role == "teacher" else psnr_y(sr, srs[teacher_label]),
+               "psnr_vs_teacher": None if role == "teacher" else mean_psnr_y(sr, srs[teacher_label]),
                "color_error": color_error(sr, hr)}
         if role == "student":
             row["color_error_unfixed"] = color_error(raw[label], hr)

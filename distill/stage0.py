@@ -13,12 +13,12 @@ from typing import Literal, Optional
 import torch
 
 from adcsr.core.config import load_config, path_field
+from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.core.models.sd_configs import vae_config
 from adcsr.core.perceptual import perceptual_loss
 
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
-from .evaluation import mean_psnr_y
 from .run import finish_run, open_run
 from .trainer import Phase, Task, Trainer
 

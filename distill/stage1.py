@@ -12,13 +12,13 @@ import torch
 
 from adcsr.core.config import load_config, path_field
 from adcsr.core.errors import UserError
+from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.core.models.vae_decoder import DECODER_RATIO, PrunedVAEDecoder
 from adcsr.core.perceptual import perceptual_loss
 
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .discriminator import PatchDiscriminator
-from .evaluation import mean_psnr_y
 from .losses import discriminator_adv, generator_adv
 from .run import finish_run, open_run
 from .trainer import Phase, Task, Trainer

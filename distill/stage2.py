@@ -23,6 +23,7 @@ from torch import nn
 
 from adcsr.core.config import load_config, path_field
 from adcsr.core.errors import UserError
+from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.core.models.feature_space import FeatureSpace
 from adcsr.core.models.padding import pad_to_multiple
 from adcsr.core.models.sd_configs import unet_config
@@ -34,7 +35,6 @@ from adcsr.core.perceptual import perceptual_loss
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .discriminator import FeatureDiscriminator
-from .evaluation import mean_psnr_y
 from .losses import discriminator_adv, generator_adv
 from .run import finish_run, open_run
 from .stage1 import encoder_role, load_vae

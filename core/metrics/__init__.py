@@ -18,7 +18,7 @@ from .base import LearnedMetric
 from .clipiqa import CLIPIQA
 from .dists import DISTS, EADISTS
 from .fid import FID
-from .fidelity import psnr_y, rgb_to_y, ssim_y
+from .fidelity import mean_psnr_y, psnr_y, rgb_to_y, ssim_y
 from .lpips import LPIPS
 from .lpips import fetch_hint as lpips_fetch
 from .maniqa import MANIQA
@@ -108,5 +108,5 @@ def evaluate(
 
 __all__ = [
     "METRICS", "MetricSpec", "FIXED_METRICS", "LearnedMetric", "build_metric", "evaluate", "load_metric", "load_weights",
-    "lpips_model", "niqe", "psnr_y", "rgb_to_y", "save_weights", "ssim_y",
+    "lpips_model", "mean_psnr_y", "niqe", "psnr_y", "rgb_to_y", "save_weights", "ssim_y",
 ]

@@ -72,6 +72,12 @@ def psnr_y(a, b, crop_border: int = 4):
     return _out(10.0 * torch.log10(255.0**2 / mse), single)
 
 
+def mean_psnr_y(a: torch.Tensor, b: torch.Tensor, crop_border: int = 4) -> float:
+    """The mean over a batch of `psnr_y` (both clamped to [0, 1]): the one held-out figure every
+    stage and the report quote."""
+    return float(torch.as_tensor(psnr_y(a.clamp(0, 1), b.clamp(0, 1), crop_border)).double().mean())
+
+
 def _gaussian_window(dtype: torch.dtype) -> torch.Tensor:
     x = torch.arange(-_SSIM_RADIUS, _SSIM_RADIUS + 1, dtype=dtype)
     g = torch.exp(-(x**2) / (2 * _SSIM_SIGMA**2))
