@@ -9,6 +9,6 @@ params/MACs report; `CompressConfig` its settings; `load_teacher(source)` the SD
 from adcsr.core.faces import lazy_face
 
 __getattr__, __all__ = lazy_face(__name__, {
-    "compress": "api", "CompressConfig": "config", "load_teacher": "teacher",
+    "compress": "api", "CompressConfig": "config", "load_teacher": "sd_teacher",
     "from_teacher": "from_teacher", "Ratios": "from_teacher",
 })

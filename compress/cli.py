@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .accounting import report_markdown
     from .api import compress
-    from .teacher import load_teacher
+    from .sd_teacher import load_teacher
 
     cfg = CompressConfig(unet_ratio=args.unet_ratio, decoder_ratio=args.decoder_ratio, criterion=args.criterion,
                          calibration=args.calibration, lr_size=args.lr_size)

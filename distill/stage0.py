@@ -19,7 +19,7 @@ from adcsr.core.perceptual import perceptual_loss
 
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
-from .run import finish_run, open_run
+from .run_folder import finish_run, open_run
 from .trainer import Phase, Task, Trainer
 
 

@@ -20,7 +20,7 @@ from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .discriminator import PatchDiscriminator
 from .losses import discriminator_adv, generator_adv
-from .run import finish_run, open_run
+from .run_folder import finish_run, open_run
 from .trainer import Phase, Task, Trainer
 
 

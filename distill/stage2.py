@@ -36,7 +36,7 @@ from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .discriminator import FeatureDiscriminator
 from .losses import discriminator_adv, generator_adv
-from .run import finish_run, open_run
+from .run_folder import finish_run, open_run
 from .stage1 import encoder_role, load_vae
 from .trainer import Phase, Task, Trainer
 

@@ -17,7 +17,7 @@ from adcsr.compress.accounting import compression_report
 from adcsr.compress.from_teacher import Ratios, from_teacher
 from adcsr.compress.groups import Walker
 from adcsr.compress.prune import prune
-from adcsr.compress.teacher import load_teacher
+from adcsr.compress.sd_teacher import load_teacher
 from adcsr.core.errors import UserError
 from adcsr.core.models.macs import count_macs, count_params
 from adcsr.core.models.student import AdcSRStudent, SelfAttnTransformer

@@ -3,7 +3,7 @@
 import torch
 
 from adcsr.compress.from_teacher import Ratios, from_teacher
-from adcsr.compress.teacher import load_teacher
+from adcsr.compress.sd_teacher import load_teacher
 from adcsr.core.models.macs import count_macs, count_params
 from adcsr.core.models.teachers import get_teacher
 from adcsr.evaluation import color_error, student_checks
