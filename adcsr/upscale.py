@@ -14,7 +14,7 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
@@ -156,7 +156,7 @@ def _artifact_source(args: argparse.Namespace) -> Source:
 
 def upscale_image(source: Source, lr: torch.Tensor, dst: Path, fix: str, progress: bool) -> None:
     """Upscale one 3×H×W image into `dst`: streamed into a PNG, in memory for other formats."""
-    from adcsr.core.imaging import write_image
+    from adcsr.core.imaging import write_image, write_png_bands
     from adcsr.core.tiling import tiled_upscale, upscale_bands
 
     color_fix = None if fix == "none" else fix
@@ -170,30 +170,6 @@ def upscale_image(source: Source, lr: torch.Tensor, dst: Path, fix: str, progres
         raise UserError(f"{lr.shape[-1]}×{lr.shape[-2]} is too large to upscale in memory: "
                         "write a .png without --color-fix wavelet to stream it")
     write_image(tiled_upscale(source.forward, lr[None], **kw)[0], dst, force=True)
-
-
-def write_png_bands(bands: Iterator[torch.Tensor], path: Path, height: int, width: int) -> None:
-    """Write (3, rows, width) float bands in [0, 1] as one 8-bit RGB PNG, row by row, atomically;
-    pixels are rounded exactly as `imaging.write_image` rounds them."""
-    import png
-
-    from adcsr.core.atomic import atomic_path
-    from adcsr.core.imaging import to_uint8
-
-    def rows() -> Iterator[bytes]:
-        written = 0
-        for band in bands:
-            a = to_uint8(band)
-            written += a.shape[0]
-            yield from (row.tobytes() for row in a.reshape(a.shape[0], -1))
-        if written != height:
-            raise RuntimeError(f"streamed {written} rows for a {height}-row image")
-
-    try:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            png.Writer(width, height, greyscale=False, bitdepth=8, compression=6).write(f, rows())
-    except OSError as e:
-        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def run(args: argparse.Namespace) -> int:

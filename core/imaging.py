@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -242,6 +242,27 @@ def write_image(
     except OSError as e:
         raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
     return path
+
+
+def write_png_bands(bands: Iterator[torch.Tensor], path: Path, height: int, width: int) -> None:
+    """Write (3, rows, width) float bands in [0, 1] as one 8-bit RGB PNG, row by row, atomically;
+    pixels are rounded exactly as `write_image` rounds them."""
+    import png
+
+    def rows() -> Iterator[bytes]:
+        written = 0
+        for band in bands:
+            a = to_uint8(band)
+            written += a.shape[0]
+            yield from (row.tobytes() for row in a.reshape(a.shape[0], -1))
+        if written != height:
+            raise RuntimeError(f"streamed {written} rows for a {height}-row image")
+
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            png.Writer(width, height, greyscale=False, bitdepth=8, compression=6).write(f, rows())
+    except OSError as e:
+        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

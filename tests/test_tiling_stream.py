@@ -17,7 +17,7 @@ from adcsr.core.errors import UserError
 from adcsr.core.imaging import read_image, to_uint8
 from adcsr.core.photos import load_photo
 from adcsr.core.tiling import tiled_upscale, upscale_bands
-from adcsr.upscale import write_png_bands
+from adcsr.core.imaging import write_png_bands
 
 torch.set_num_threads(1)
 
@@ -84,7 +84,7 @@ PEAKS = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from test_tiling_stream import CastSR
     from adcsr.core.tiling import tiled_upscale, upscale_bands
-    from adcsr.upscale import write_png_bands
+    from adcsr.core.imaging import write_png_bands
     torch.set_num_threads(1)
 
     def status(key):
