@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from adcsr.compress.config import CompressConfig
+from adcsr.compress import CompressConfig
 from adcsr.core.config import load_config, path_field, save_config
 from adcsr.core.errors import UserError
 from adcsr.report import ReportSettings
