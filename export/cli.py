@@ -21,10 +21,9 @@ def add_parser(subparsers) -> None:
         t.add_argument("--jobs", type=int, default=None, help="targets exported at once, each in its own process")
         t.add_argument("--force", action="store_true", help="replace existing output folders")
         t.set_defaults(func=_run_export, target=target)
-    v = sub.add_parser("verify", help="re-run an exported folder's artifacts against the PyTorch student")
+    v = sub.add_parser("verify", help="re-run an exported folder's artifacts against the PyTorch student, "
+                                      "applying the thresholds its manifest records")
     v.add_argument("artifact", help="an export folder (onnx/, qnn-SM8750/, executorch/, coreml/) or a file in it")
-    v.add_argument("--min-fp32-psnr", type=float, default=60.0)
-    v.add_argument("--min-w8a16-psnr", type=float, default=40.0)
     v.set_defaults(func=_run_verify)
 
 
@@ -42,5 +41,5 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace) -> int:
     from .verify import verify
 
-    print(json.dumps(verify(args.artifact, args.min_fp32_psnr, args.min_w8a16_psnr), indent=2))
+    print(json.dumps(verify(args.artifact), indent=2))
     return 0

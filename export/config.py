@@ -1,4 +1,5 @@
-"""Export settings (`export/configs/default.yaml` mirrors these defaults)."""
+"""Export settings (`export/configs/default.yaml` mirrors these defaults; the pass marks come from
+`thresholds.DEFAULTS`, defined there once)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from adcsr.core.config import load_config
 from adcsr.core.errors import UserError
 
 from .qnn import check_optimization_mode, get_soc
+from .thresholds import DEFAULTS
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -23,9 +25,12 @@ class ExportConfig:
     keep_16bit: list[str] = field(default_factory=list)  # layers kept at 16-bit weights
     target_psnr: float | None = None     # add the most sensitive layers at 16 bits until met
     max_16bit_layers: int = 16           # bound on what `target_psnr` may keep at 16 bits
-    min_fp32_psnr: float = 60.0          # fp32 artifacts vs PyTorch (dB)
-    min_w8a16_psnr: float = 40.0         # W8A16 on the HTP emulator vs PyTorch (dB)
-    max_equivalence: float = 1e-4        # deploy form vs training form: max|Δ| / max|y|
+    # pass marks (what each one applies to: thresholds.DEFAULTS); every manifest records them
+    min_fp32_psnr: float = DEFAULTS["min_fp32_psnr"]
+    min_w8a16_psnr: float = DEFAULTS["min_w8a16_psnr"]
+    min_fp16_psnr: float = DEFAULTS["min_fp16_psnr"]
+    fp16_headroom: float = DEFAULTS["fp16_headroom"]
+    max_equivalence: float = DEFAULTS["max_equivalence"]
     jobs: int = 1                        # targets exported at once, each in its own process
     # QNN graph finalization 1 | 2 | 3 (None: the SDK's default) for one graph, or a level per half
     # ({features: ·, decode: ·}) for two graphs split at the features tensor (qnn.compile_context)
@@ -37,6 +42,12 @@ class ExportConfig:
         if self.tile <= 0:
             raise UserError(f"tile must be a positive number of LR pixels, got {self.tile}")
         check_optimization_mode(self.htp_optimization_mode)
+        if not self.fp16_headroom >= 1:
+            raise UserError(f"fp16_headroom must be at least 1 (a factor on fp16's range), got {self.fp16_headroom}")
+
+    def thresholds(self) -> dict[str, float]:
+        """The pass marks this export applies, as its manifests record them."""
+        return {k: float(getattr(self, k)) for k in DEFAULTS}
 
 
 def load_export_config(path: str | Path | None = None, **overrides) -> ExportConfig:

@@ -23,7 +23,10 @@ def _serve(conn, model: str, soc_name: str, cpu_fallback: bool) -> None:
         conn.send(("error", str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__))
         return
     name = session.get_inputs()[0].name
-    conn.send(("ready", name))
+    # what the session really got (not what was asked for): the SoC the parity is measured on
+    options = {k: str(v) for k, v in session.get_provider_options().get("QNNExecutionProvider", {}).items()
+               if k in ("soc_model", "htp_arch")}
+    conn.send(("ready", {"provider": session.get_providers()[0], **options}))
     while True:
         x = conn.recv()
         if x is None:
@@ -32,7 +35,9 @@ def _serve(conn, model: str, soc_name: str, cpu_fallback: bool) -> None:
 
 
 class HtpWorker:
-    """`worker(x)` runs one input batch (numpy float32) through the model on the HTP emulator."""
+    """`worker(x)` runs one input batch (numpy float32) through the model on the HTP emulator;
+    `session` is what the child's session reports: its first provider and the `soc_model` /
+    `htp_arch` it was created with."""
 
     def __init__(self, model: str | Path, soc_name: str, cpu_fallback: bool):
         self.model = Path(model)
@@ -45,6 +50,7 @@ class HtpWorker:
         if status == "error":
             self._proc.join()
             raise RuntimeError(f"{self.model.name}: HTP emulator session failed: {detail}")
+        self.session = detail
 
     def _receive(self):
         try:

@@ -148,9 +148,16 @@ def compile_context(qdq_model: str | os.PathLike, out_dir: str | os.PathLike, so
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         parts = [_compile_graph(path, out_dir, soc, f"{stem}_{name}", optimization_mode[name])
                  for name, path in split_at_features(qdq_model, Path(tmp))]
-    ctx = chain_contexts(parts, out_dir / f"{stem}_ctx.onnx")  # each part was checked 100% HTP
+    ctx = chain_contexts(parts, out_dir / f"{stem}_ctx.onnx")
     for part in parts:
         part.unlink()
+    # each half was checked on its own; the chained model is checked as a whole too, so nothing
+    # between the halves (a float round trip of the features, say) can run outside HTP unseen
+    try:
+        check_coverage(ctx, qdq_model, soc, graphs=len(parts))
+    except UserError:
+        clear_context(out_dir, stem)
+        raise
     return ctx
 
 
@@ -179,9 +186,7 @@ def _compile_graph(qdq_model: str | os.PathLike, out_dir: Path, soc: Soc, stem: 
         if not offending:
             raise UserError(f"QNN compilation for {soc.name} failed with CPU fallback disabled: {first}") from None
         _raise_offending(offending, soc)
-    report = coverage(ctx, qdq_model)
-    if report["offending_nodes"]:
-        _raise_offending(report["offending_nodes"], soc)
+    check_coverage(ctx, qdq_model, soc, graphs=1)
     return ctx
 
 
@@ -251,21 +256,36 @@ def chain_contexts(ctx_models: list[Path], out: Path) -> Path:
     return out
 
 
-def coverage(ctx_model: str | os.PathLike, qdq_model: str | os.PathLike | None = None) -> dict:
-    """What the EPContext model runs outside QNN (graph-boundary Q/DQ conversions aside).
+def coverage(ctx_model: str | os.PathLike, qdq_model: str | os.PathLike | None = None,
+             graphs: int | None = None) -> dict:
+    """What the EPContext model runs outside QNN, read from the model as a whole.
 
-    `htp_fraction` is the share of the QDQ model's compute nodes (Q/DQ excluded) inside EPContext
-    nodes; without `qdq_model` it is 1.0 or 0.0.
+    Allowed outside an EPContext node are only the float I/O conversions: a QuantizeLinear that
+    reads a graph input and a DequantizeLinear that writes a graph output. Anything else — a
+    Q/DQ pair, an Identity or a compute node between two chained context binaries included —
+    is an offending node, the CPU provider would run it. `graphs` is how many context binaries
+    the model must hold (one EPContext node each); every EPContext node's `.bin` must lie beside
+    the model. `htp_fraction` is the share of the QDQ model's compute nodes (Q/DQ excluded) that
+    is not matched by an offending node (every offending node counts); without `qdq_model` it is
+    1.0 or 0.0.
     """
     import onnx
 
+    ctx_model = Path(ctx_model)
     graph = onnx.load(str(ctx_model), load_external_data=False).graph
-    boundary = {i.name for i in graph.input} | {o.name for o in graph.output}
-    ep_nodes, io_nodes, offending = 0, 0, []
+    inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
+    ep_nodes, io_nodes, offending, missing = 0, 0, [], []
     for node in graph.node:
         if node.op_type == "EPContext":
             ep_nodes += 1
-        elif node.op_type in IO_CONVERSION_OPS and boundary & (set(node.input) | set(node.output)):
+            attrs = {a.name: a for a in node.attribute}
+            embedded = attrs["embed_mode"].i if "embed_mode" in attrs else 1
+            if not embedded and "ep_cache_context" in attrs:
+                binary = attrs["ep_cache_context"].s.decode()
+                if not (ctx_model.parent / binary).is_file():
+                    missing.append(binary)
+        elif (node.op_type == "QuantizeLinear" and node.input[0] in inputs) or (
+                node.op_type == "DequantizeLinear" and node.output[0] in outputs):
             io_nodes += 1
         else:
             offending.append((node.name or node.output[0], node.op_type))
@@ -273,12 +293,37 @@ def coverage(ctx_model: str | os.PathLike, qdq_model: str | os.PathLike | None =
     if qdq_model is not None:
         qdq = onnx.load(str(qdq_model), load_external_data=False).graph
         compute = sum(n.op_type not in IO_CONVERSION_OPS for n in qdq.node)
-    outside = sum(op not in IO_CONVERSION_OPS for _, op in offending)
-    fraction = (1 - outside / compute) if compute else float(not offending and ep_nodes > 0)
+    if compute:
+        fraction = max(0.0, 1 - len(offending) / compute) if ep_nodes else 0.0
+    else:
+        fraction = float(not offending and ep_nodes > 0)
     return {
         "epcontext_nodes": ep_nodes,
+        "expected_epcontext_nodes": graphs,
         "io_conversion_nodes": io_nodes,
         "compute_nodes": compute,
         "offending_nodes": offending,
+        "missing_context_binaries": missing,
         "htp_fraction": fraction,
     }
+
+
+def check_coverage(ctx_model: str | os.PathLike, qdq_model: str | os.PathLike | None, soc: Soc,
+                   graphs: int) -> dict:
+    """`coverage(...)` of the whole EPContext model, or a `UserError` when anything but its
+    `graphs` EPContext nodes and the float I/O conversions would run outside HTP."""
+    report = coverage(ctx_model, qdq_model, graphs)
+    if report["offending_nodes"]:
+        _raise_offending(report["offending_nodes"], soc)
+    if report["epcontext_nodes"] != graphs:
+        raise UserError(f"{Path(ctx_model).name}: {report['epcontext_nodes']} EPContext node(s), expected {graphs} "
+                        f"(one per compiled graph)")
+    if report["missing_context_binaries"]:
+        raise UserError(f"{Path(ctx_model).name}: context binary missing beside it: "
+                        + ", ".join(report["missing_context_binaries"]))
+    return report
+
+
+def graph_count(optimization_mode: int | None | dict) -> int:
+    """How many context binaries `compile_context` makes for this `htp_optimization_mode`."""
+    return len(GRAPH_PARTS) if isinstance(optimization_mode, dict) else 1

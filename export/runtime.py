@@ -2,15 +2,20 @@
 
 - fp32 `.onnx`: onnxruntime on the CPU;
 - W8A16 QDQ `.onnx` or a QNN context (`*_ctx.onnx` + `.bin`): the HTP emulator (onnxruntime-qnn)
-  for the SoC recorded in the artifact's manifest;
+  for the SoC given, else the one recorded in the artifact's manifest — never a default one: an
+  export measures its parity before its manifest exists, and a silent fallback once ran an
+  SM8650 export's parity on an SM8750 session;
 - `.pte` (XNNPACK): `executorch.runtime`.
 Artifacts have a static LR tile; other sizes are cut into overlapping tiles (`core.tiling`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -25,11 +30,19 @@ MANIFEST = "manifest.json"
 
 
 class Artifact:
-    """A loaded artifact: call it on an (N,3,H,W) batch; `tile` is its static LR side."""
+    """A loaded artifact: call it on an (N,3,H,W) batch; `tile` is its static LR side; `session`
+    (HTP-emulator artifacts) is what the emulator session reports: provider, soc_model, htp_arch."""
 
     def __init__(self, path: Path, kind: str, tile: int, run_tile: Callable[[np.ndarray], np.ndarray], scale: int = 4):
         self.path, self.kind, self.tile, self.scale = path, kind, tile, scale
         self._run_tile = run_tile
+        self.session: dict | None = getattr(run_tile, "session", None)
+
+    def close(self) -> None:
+        """End the artifact's HTP-emulator process, if it has one."""
+        close = getattr(self._run_tile, "close", None)
+        if close is not None:
+            close()
 
     def _tiles(self, lr: torch.Tensor) -> torch.Tensor:
         outs = [self._run_tile(np.ascontiguousarray(x[None].numpy(), dtype=np.float32)) for x in lr]
@@ -53,14 +66,16 @@ def artifact_manifest(path: str | os.PathLike) -> dict:
     return json.loads(m.read_text()) if m.is_file() else {}
 
 
-def load_artifact(path: str | os.PathLike) -> Artifact:
+def load_artifact(path: str | os.PathLike, soc: str | None = None) -> Artifact:
+    """`path` (a file or an export folder) ready to run; `soc` picks the HTP emulator of a QNN
+    artifact (default: the SoC its manifest records; without either, a `UserError`)."""
     path = Path(path)
     if path.is_dir() and not path.suffix == ".mlpackage":
         path = _main_file(path)
     if not path.exists():
         raise UserError(f"artifact not found: {path}")
     if path.suffix == ".onnx":
-        return _load_onnx(path)
+        return _load_onnx(path, soc)
     if path.suffix == ".pte":
         return _load_pte(path)
     if path.suffix == ".mlpackage":
@@ -88,7 +103,7 @@ def _onnx_kind(path: Path) -> tuple[str, int]:
     return ("w8a16_qdq" if "QuantizeLinear" in ops else "fp32"), tile
 
 
-def _load_onnx(path: Path) -> Artifact:
+def _load_onnx(path: Path, soc_name: str | None = None) -> Artifact:
     import onnxruntime as ort
 
     kind, tile = _onnx_kind(path)
@@ -97,7 +112,11 @@ def _load_onnx(path: Path) -> Artifact:
         so.log_severity_level = 3
         session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     else:
-        soc = get_soc(artifact_manifest(path).get("soc", "SM8750"))
+        soc_name = soc_name or artifact_manifest(path).get("soc")
+        if not soc_name:
+            raise UserError(f"{path.name}: no {MANIFEST} beside it records the SoC its QNN graph targets "
+                            "(run it from its export folder)")
+        soc = get_soc(soc_name)
         # the context model keeps its graph-boundary Q/DQ on the CPU (see qnn.coverage)
         return htp_artifact(path, soc.name, kind, tile, cpu_fallback=kind == "qnn_context")
     name = session.get_inputs()[0].name
@@ -108,7 +127,35 @@ def htp_artifact(path: Path, soc_name: str, kind: str, tile: int, cpu_fallback: 
     """An artifact run on the HTP emulator in its own process (see `htp_worker`)."""
     from .htp_worker import HtpWorker
 
-    return Artifact(path, kind, tile, HtpWorker(path, soc_name, cpu_fallback))
+    worker = HtpWorker(path, soc_name, cpu_fallback)
+    want = get_soc(soc_name)
+    got = (worker.session.get("soc_model"), worker.session.get("htp_arch"))
+    if got != (str(want.soc_model), str(want.htp_arch)):
+        worker.close()
+        raise RuntimeError(f"{path.name}: the HTP emulator session runs soc_model/htp_arch {got[0]}/{got[1]}, "
+                           f"not {want.name}'s {want.soc_model}/{want.htp_arch}")
+    return Artifact(path, kind, tile, worker)
+
+
+@contextlib.contextmanager
+def _native_stderr_captured():
+    """executorch's CPU-info probe prints five `[cpuinfo_utils.cpp:…]` lines to file descriptor 2
+    (below Python) when a method is loaded; keep them out of the one-line error output of the CLI.
+    They are written to stderr after all if loading fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _load_pte(path: Path) -> Artifact:
@@ -117,7 +164,8 @@ def _load_pte(path: Path) -> Artifact:
     tile = artifact_manifest(path).get("lr_tile")
     if not tile:
         raise UserError(f"{path}: its {MANIFEST} (with lr_tile) is missing")
-    method = Runtime.get().load_program(str(path)).load_method("forward")
+    with _native_stderr_captured():
+        method = Runtime.get().load_program(str(path)).load_method("forward")
 
     def run(x: np.ndarray) -> np.ndarray:
         return method.execute([torch.from_numpy(x)])[0].numpy()

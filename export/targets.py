@@ -26,27 +26,48 @@ from .config import ExportConfig
 from .deploy import deploy_form, relative_max_diff
 from .runtime import MANIFEST
 from .student_io import StudentRef
+from .thresholds import meets_minimum
 
 TARGETS = ("qnn", "executorch", "coreml")
 
 
 class Context:
-    """What every target needs: the student, its reference outputs on held-out photos, settings."""
+    """What every target needs: the student, its reference outputs on held-out photos, the
+    calibration tiles (training photos), settings and the thresholds its checks apply.
 
-    def __init__(self, ref: StudentRef, cfg: ExportConfig, progress: bool = True):
+    `student` replaces the one `ref` names (tests export hand-built models; the manifest then says
+    so and `verify` cannot rebuild it)."""
+
+    def __init__(self, ref: StudentRef | None, cfg: ExportConfig, progress: bool = True,
+                 student: torch.nn.Module | None = None):
         self.ref, self.cfg, self.progress = ref, cfg, progress
-        self.student = ref.load()
+        self.student = student.eval() if student is not None else ref.load()
         self.eval_lr = calibration.lr_tiles("heldout", cfg.tile, cfg.eval_count, cfg.seed)
         with torch.no_grad():
             self.reference = self.student(self.eval_lr)
         self.equivalence: dict[str, float] = {}  # deploy backend → max|Δ| / max|y| vs the student
+        self._calibration: torch.Tensor | None = None
+
+    @property
+    def calibration(self) -> torch.Tensor:
+        """The calibration tiles (training photos): what quantization and every choice made during
+        an export read; the held-out tiles only report the parity."""
+        if self._calibration is None:
+            self._calibration = calibration.lr_tiles("train", self.cfg.tile, self.cfg.calibration_count, self.cfg.seed)
+        return self._calibration
+
+    def calibration_set(self, count: int | None = None) -> dict:
+        d = calibration.describe("train", self.cfg.tile, self.cfg.calibration_count, self.cfg.seed)
+        if count is not None and count < self.cfg.calibration_count:
+            d.update(count=count, subset=f"the first {count} of the {self.cfg.calibration_count} calibration tiles")
+        return d
 
     def deploy(self, backend: str) -> torch.nn.Module:
         """The deploy form for `backend`, checked equivalent to the training form in fp32."""
         model = deploy_form(self.student, backend, self.cfg.tile)
         with torch.no_grad():
             diff = relative_max_diff(self.reference, model(self.eval_lr))
-        if diff > self.cfg.max_equivalence:
+        if not diff <= self.cfg.max_equivalence:
             raise RuntimeError(f"deploy form ({backend}) differs from the student: {diff:.2e} > {self.cfg.max_equivalence:.0e}")
         self.equivalence[backend] = diff
         return model
@@ -61,21 +82,32 @@ class Context:
         for a in artifacts:
             p = folder / a["file"]
             a.update(sha256=sha256_tree(p), bytes=size_on_disk(p))
+        student = self.ref.describe() if self.ref is not None else {"in_memory": type(self.student).__name__}
         return write_manifest(
-            folder / MANIFEST, target=target, student=self.ref.describe(), lr_tile=self.cfg.tile,
+            folder / MANIFEST, target=target, student=student, lr_tile=self.cfg.tile,
             input={"name": "lr", "shape": [1, 3, self.cfg.tile, self.cfg.tile], "dtype": "float32", "range": [0, 1]},
             output={"name": "sr", "shape": [1, 3, 4 * self.cfg.tile, 4 * self.cfg.tile], "dtype": "float32"},
             evaluation_set=calibration.describe("heldout", self.cfg.tile, self.cfg.eval_count, self.cfg.seed),
+            thresholds=self.cfg.thresholds(),
             deploy_equivalence={b: self.equivalence[b] for b in backends}, artifacts=artifacts, **fields,
         )
 
-    def check(self, name: str, value: float, minimum: float) -> None:
-        if value < minimum:
-            raise UserError(f"{name}: parity {value:.2f} dB vs PyTorch is below the required {minimum:.1f} dB")
+    def check(self, name: str, value: float, threshold: str) -> None:
+        """`value` (dB) must meet the config's `threshold` (a key of `thresholds.DEFAULTS`); NaN fails."""
+        minimum = getattr(self.cfg, threshold)
+        if not meets_minimum(value, minimum):
+            raise UserError(f"{name}: parity {value:.2f} dB vs PyTorch is below the required {minimum:.1f} dB ({threshold})")
 
 
 def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
-    """fp32 ONNX + W8A16 QDQ (`onnx/`) and the QNN context binary for the SoC (`qnn-<SOC>/`)."""
+    """fp32 ONNX + W8A16 QDQ (`onnx/`) and the QNN context binary for the SoC (`qnn-<SOC>/`).
+
+    Every parity on the HTP emulator runs on a session for the export's own SoC (read back from
+    the session and recorded as `parity_session`). The context model is checked as a whole: only
+    its EPContext nodes (one per compiled graph) and the float I/O conversions may run outside
+    HTP. With `target_psnr`, the mixed-precision search — the layer ranking and the parity each
+    try is judged by — reads the first `eval_count` calibration tiles only; the held-out tiles
+    give the one parity reported and checked against `min_w8a16_psnr`."""
     from . import qnn, w8a16
     from .onnx_export import export_onnx
     from .runtime import load_artifact
@@ -92,33 +124,47 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
         fp32 = export_onnx(model, cfg.tile, tmp_onnx / "student_fp32.onnx")
         steps.update()
         fp32_psnr = ctx.parity(load_artifact(fp32))
-        ctx.check("fp32 ONNX", fp32_psnr, cfg.min_fp32_psnr)
+        ctx.check("fp32 ONNX", fp32_psnr, "min_fp32_psnr")
         pre = w8a16.preprocess(fp32, tmp_onnx / "student_fp32_qnnprep.onnx")
-        calib = calibration.lr_tiles("train", cfg.tile, cfg.calibration_count, cfg.seed)
+        calib = ctx.calibration
         qdq = tmp_onnx / "student_w8a16.onnx"
         cache = w8a16.calibrate(pre, calib.numpy(), tmp_onnx / "calibration_ranges.json")
-        keep, sensitivity = list(cfg.keep_16bit), []
+        keep, search = list(cfg.keep_16bit), None
         if cfg.target_psnr is not None:
-            sensitivity = w8a16.layer_sensitivity(model, ctx.eval_lr)
+            # the search's own tiles: calibration photos, never the held-out ones that report the parity
+            search_lr = calib[: cfg.eval_count]
+            with torch.no_grad():
+                search_ref = ctx.student(search_lr).numpy()
+            sensitivity = w8a16.layer_sensitivity(model, search_lr)
+            search = {"tiles": ctx.calibration_set(len(search_lr)), "target_psnr": cfg.target_psnr,
+                      "sensitivity_db": sensitivity[:20], "tries": []}
         steps.update()
-        tries = []
-        while True:  # each try: quantize, compile the context (100% HTP or an error), run it
+        graphs = qnn.graph_count(cfg.htp_optimization_mode)
+        htp = None
+        while True:  # each try: quantize, compile the context (checked 100% HTP as a whole), run it
             quant = w8a16.quantize_w8a16(pre, qdq, cache, keep)
+            if htp is not None:
+                htp.close()
             qnn.clear_context(tmp_qnn)
             ctx_model = qnn.compile_context(qdq, tmp_qnn, soc, optimization_mode=cfg.htp_optimization_mode)
-            w8_psnr = ctx.parity(load_artifact(ctx_model))
-            tries.append({"kept_16bit": list(keep), "psnr_db": w8_psnr})
-            if cfg.target_psnr is None or w8_psnr >= cfg.target_psnr:
+            htp = load_artifact(ctx_model, soc=soc.name)  # no manifest yet: the SoC is given
+            if search is None:
+                break
+            tried = w8a16.psnr(search_ref, htp(search_lr).numpy())
+            search["tries"].append({"kept_16bit": list(keep), "psnr_db_calibration": tried})
+            if meets_minimum(tried, cfg.target_psnr):
                 break
             more = [n for n, _ in sensitivity if n not in keep]
             if not more or len(keep) >= cfg.max_16bit_layers:
                 break
             keep += more[: max(1, len(keep))][: cfg.max_16bit_layers - len(keep)]
-        coverage = qnn.coverage(ctx_model, qdq)
+        w8_psnr = ctx.parity(htp)  # held-out tiles, once, on the final model
+        session = {**htp.session, "soc": soc.name}
+        htp.close()
+        coverage = qnn.check_coverage(ctx_model, qdq, soc, graphs)
         steps.update(2)
-        ctx.check(f"W8A16 on the {soc.name} HTP emulator", w8_psnr, cfg.min_w8a16_psnr)
-        quant_info = {**quant, "calibration_set": calibration.describe("train", cfg.tile, cfg.calibration_count, cfg.seed),
-                      "mixed_precision_search": tries, "sensitivity_db": sensitivity[:20]}
+        ctx.check(f"W8A16 on the {soc.name} HTP emulator", w8_psnr, "min_w8a16_psnr")
+        quant_info = {**quant, "calibration_set": ctx.calibration_set(), "mixed_precision_search": search}
         onnx_files = [{"file": fp32.name, "kind": "fp32", "psnr_db": fp32_psnr},
                       {"file": qdq.name, "kind": "w8a16_qdq", "psnr_db_htp_emulator": w8_psnr,
                        "note": "parity measured through its compiled QNN context (the same HTP graph)"}]
@@ -126,13 +172,14 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
             onnx_files.insert(1, {"file": fp32.name + ".data", "kind": "fp32_weights"})
         for scratch in (pre, Path(str(pre) + ".data"), cache):
             scratch.unlink(missing_ok=True)
-        ctx.manifest(tmp_onnx, "onnx", ("qnn",), onnx_files, soc=soc.name, quantization=quant_info)
+        ctx.manifest(tmp_onnx, "onnx", ("qnn",), onnx_files, soc=soc.name, quantization=quant_info,
+                     parity_session=session)
         bins = sorted(p.name for p in tmp_qnn.iterdir() if p.suffix == ".bin")
         ctx.manifest(tmp_qnn, "qnn_context_binary", ("qnn",), [{"file": ctx_model.name, "kind": "qnn_context", "psnr_db_htp_emulator": w8_psnr}]
                      + [{"file": b, "kind": "qnn_context_bin"} for b in bins],
                      soc=soc.name,
                      soc_model=soc.soc_model, htp_arch=soc.htp_arch, htp_optimization_mode=cfg.htp_optimization_mode,
-                     quantization=quant_info,
+                     quantization=quant_info, parity_session=session,
                      htp_coverage=coverage, export_seconds=time.perf_counter() - t0)
         steps.update()
     steps.close()
@@ -141,8 +188,9 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
 
 
 def export_executorch(ctx: Context, out: Path, force: bool = False) -> dict:
-    """XNNPACK `.pte` (fp32, verified here); the QNN `.pte`'s 16a8w quantization (run and measured
-    here), lowered to a `.pte` when a QNN SDK is configured."""
+    """XNNPACK `.pte` (fp32, verified here); the QNN `.pte`'s 16a8w quantization (run in PyTorch on
+    the held-out tiles and checked against `min_w8a16_psnr`, SDK or not), lowered to a `.pte`
+    when a QNN SDK is configured."""
     from . import executorch_export as et
     from .runtime import load_artifact
 
@@ -151,23 +199,22 @@ def export_executorch(ctx: Context, out: Path, force: bool = False) -> dict:
     t0 = time.perf_counter()
     with atomic_dir(folder, overwrite=force) as tmp:
         with tqdm(total=2, desc="export executorch", disable=not ctx.progress) as steps:
-            pte = et.export_xnnpack(ctx.deploy("xnnpack"), cfg.tile, tmp / "student_xnnpack.pte")
+            # the QNN .pte's pt2e 16a8w quantization needs no SDK: run it and check it here
+            quantized = et.quantize_16a8w(ctx.deploy("qnn_pte"), cfg.tile, ctx.calibration, cfg.soc)
+            simulated = ctx.parity(lambda x: et.run_tiles(quantized, x))
+            ctx.check("QNN .pte's 16a8w graph (pt2e, run in PyTorch)", simulated, "min_w8a16_psnr")
+            qnn_pte = {"scheme": et.PT2E_SCHEME, "soc": cfg.soc, "psnr_db_pytorch": simulated,
+                       "calibration_set": ctx.calibration_set()}
             steps.update()
+            pte = et.export_xnnpack(ctx.deploy("xnnpack"), cfg.tile, tmp / "student_xnnpack.pte")
             # the runtime needs the tile from the manifest: write a first one, then the final one
             ctx.manifest(tmp, "executorch", ("xnnpack",), [{"file": pte.name, "kind": "xnnpack_fp32"}])
             parity = ctx.parity(load_artifact(pte))
-            ctx.check("XNNPACK .pte", parity, cfg.min_fp32_psnr)
+            ctx.check("XNNPACK .pte", parity, "min_fp32_psnr")
             files = [{"file": pte.name, "kind": "xnnpack_fp32", "psnr_db": parity,
                       "delegate_partitions": et.delegated_partitions(pte)}]
-            # the QNN .pte's pt2e 16a8w quantization needs no SDK: run it and measure it here
-            calib = calibration.lr_tiles("train", cfg.tile, cfg.calibration_count, cfg.seed)
-            quantized = et.quantize_16a8w(ctx.deploy("qnn_pte"), cfg.tile, calib, cfg.soc)
-            simulated = ctx.parity(lambda x: et.run_tiles(quantized, x))
-            qnn_pte = {"scheme": et.PT2E_SCHEME, "soc": cfg.soc, "psnr_db_pytorch": simulated,
-                       "calibration_set": calibration.describe("train", cfg.tile, cfg.calibration_count, cfg.seed)}
             notes = []
             if et.qnn_sdk_root():
-                ctx.check("QNN .pte (pt2e 16a8w, run in PyTorch)", simulated, cfg.min_w8a16_psnr)
                 q = et.lower_qnn_pte(quantized, cfg.tile, tmp / f"student_qnn_{cfg.soc}.pte", cfg.soc)
                 files.append({"file": q.name, "kind": "qnn_16a8w", "psnr_db_pytorch": simulated,
                               "note": "runs on a phone only; parity of its quantized graph run in PyTorch"})
@@ -181,25 +228,47 @@ def export_executorch(ctx: Context, out: Path, force: bool = False) -> dict:
 
 
 def export_coreml(ctx: Context, out: Path, force: bool = False) -> dict:
-    """fp32 and W8A16 `.mlpackage`; checked by spec (prediction needs macOS)."""
+    """fp32 and W8A16 `.mlpackage`, checked by spec (prediction needs macOS). Before converting,
+    the Core ML program runs op by op in PyTorch (`coreml_fp16.check_fp16`): ops whose activation
+    peaks on the calibration tiles come within `fp16_headroom` of fp16's range stay fp32 in the
+    W8A16 (fp16-compute) package, the package's spec must show them computing in fp32, and the
+    fp16-vs-fp32 parity as packaged must meet `min_fp16_psnr` on the held-out tiles."""
     from . import coreml_export as cm
+    from .coreml_fp16 import check_fp16
 
     cfg = ctx.cfg
     folder = out / "coreml"
     t0 = time.perf_counter()
     with atomic_dir(folder, overwrite=force) as tmp:
-        with tqdm(total=2, desc="export coreml", disable=not ctx.progress) as steps:
+        with tqdm(total=3, desc="export coreml", disable=not ctx.progress) as steps:
             program = cm.coreml_program(ctx.deploy("coreml"), cfg.tile)
+            fp16 = check_fp16(program, ctx.calibration, ctx.eval_lr, cfg.fp16_headroom)
+            fp16 = {**fp16, "calibration_set": ctx.calibration_set(),
+                    "evaluation_set": calibration.describe("heldout", cfg.tile, cfg.eval_count, cfg.seed)}
+            if fp16["overflow_on_heldout"]:
+                raise UserError(f"Core ML fp16: {len(fp16['overflow_on_heldout'])} op(s) left in fp16 reach 65504 on the "
+                                f"held-out tiles (first: {fp16['overflow_on_heldout'][0]}); raise fp16_headroom")
+            ctx.check("Core ML fp16 compute (PyTorch fp16 run, fp32 ops as packaged)",
+                      float(fp16["psnr_db"]["as_packaged"]["heldout"]), "min_fp16_psnr")
+            steps.update()
             files = []
             for w8a16, name in ((False, "student_fp32.mlpackage"), (True, "student_w8a16.mlpackage")):
-                path = cm.export_coreml(program, cfg.tile, tmp / name, w8a16)
+                keep = [op["op"] for op in fp16["fp32_ops"]] if w8a16 else []
+                path, kept = cm.export_coreml(program, cfg.tile, tmp / name, w8a16, keep)
                 spec = cm.spec_report(path)
                 cm.check_spec(spec, cfg.tile, w8a16)
-                files.append({"file": name, "kind": "w8a16" if w8a16 else "fp32", "spec": spec})
+                entry = {"file": name, "kind": "w8a16" if w8a16 else "fp32", "spec": spec}
+                if w8a16:
+                    cm.check_fp32_ops(path, kept)
+                    entry["fp32_ops"] = kept  # FX node → its MIL ops, fp32 in the package
+                files.append(entry)
                 steps.update()
-            ctx.manifest(tmp, "coreml", ("coreml",), files, quantization="int8 per-channel symmetric weights, fp16 compute (w8a16 package)",
-                         export_seconds=time.perf_counter() - t0)
-    return {"coreml": str(folder)}
+            ctx.manifest(tmp, "coreml", ("coreml",), files,
+                         quantization="int8 per-channel symmetric weights, fp16 compute except fp16_compute's "
+                                      "fp32_ops (w8a16 package)",
+                         fp16_compute=fp16, export_seconds=time.perf_counter() - t0)
+    return {"coreml": str(folder), "fp16_psnr": fp16["psnr_db"]["as_packaged"]["heldout"],
+            "fp32_ops": len(fp16["fp32_ops"])}
 
 
 EXPORTERS = {"qnn": export_qnn, "executorch": export_executorch, "coreml": export_coreml}

@@ -1,8 +1,21 @@
-"""`adcsr export verify ARTIFACT`: rerun an exported folder's artifacts against the PyTorch student.
+"""`adcsr export verify ARTIFACT`: recheck an exported folder against the thresholds its manifest records.
 
-The manifest written at export time says which student, evaluation set and thresholds apply; the
-files' sha256 must still match it. Runnable artifacts (ONNX fp32, W8A16 on the HTP emulator, QNN
-context binaries, XNNPACK `.pte`) are run on held-out photos; Core ML packages are checked by spec.
+The manifest written at export time says which student, evaluation set and thresholds apply
+(`thresholds`, from `thresholds.DEFAULTS` or the export config); verify applies those — there are
+no other defaults. Per artifact:
+
+- every file: its sha256 must still match the manifest;
+- fp32 ONNX / XNNPACK `.pte`: rerun on the held-out tiles, parity ≥ `min_fp32_psnr`;
+- W8A16 QDQ / QNN context: rerun on the HTP emulator of the manifest's SoC (the session must
+  report that SoC), parity ≥ `min_w8a16_psnr`; a QNN context is checked as a whole too: nothing
+  but its EPContext nodes (one per compiled graph) and the float I/O conversions outside HTP;
+- Core ML packages: the spec (I/O, op list, int8 weights, fp16 compute), the ops the fp16 check
+  kept fp32 still computing in fp32, and the recorded fp16-vs-fp32 parity ≥ `min_fp16_psnr`
+  (recorded, not rerun: prediction needs macOS);
+- the QNN `.pte`'s 16a8w graph: its recorded parity ≥ `min_w8a16_psnr` (recorded, not rerun:
+  the quantized graph is not stored, and the `.pte` runs only on a phone).
+
+Everything that fails is listed in one `UserError` line (the CLI exits 2).
 """
 
 from __future__ import annotations
@@ -18,17 +31,34 @@ from adcsr.core.manifest import read_manifest, sha256_tree
 from . import calibration
 from .runtime import MANIFEST, load_artifact
 from .student_io import StudentRef
+from .thresholds import DEFAULTS, KIND_THRESHOLD, meets_minimum
 from .w8a16 import psnr
 
-FP32_KINDS = ("fp32", "xnnpack_fp32")
-W8A16_KINDS = ("w8a16_qdq", "qnn_context")
+
+def manifest_thresholds(manifest: dict, where: Path) -> dict[str, float]:
+    """The thresholds an export recorded; a manifest without them is a one-line error."""
+    recorded = manifest.get("thresholds")
+    if not isinstance(recorded, dict):
+        raise UserError(f"{where}: records no thresholds (written before exports recorded them): export it again")
+    missing = [k for k in DEFAULTS if k not in recorded]
+    if missing:
+        raise UserError(f"{where}: thresholds lack {', '.join(missing)}: export it again")
+    return {k: float(recorded[k]) for k in DEFAULTS}
 
 
-def verify(artifact: str | os.PathLike, min_fp32_psnr: float = 60.0, min_w8a16_psnr: float = 40.0) -> dict:
+def _below(name: str, value: float, thresholds: dict, key: str) -> str | None:
+    need = thresholds[key]
+    return None if meets_minimum(value, need) else f"{name}: {value:.2f} dB < {need:.1f} dB ({key} in the manifest)"
+
+
+def verify(artifact: str | os.PathLike) -> dict:
     """Check every artifact listed in the folder's manifest; `UserError` listing what failed."""
+    from .qnn import check_coverage, get_soc, graph_count
+
     folder = Path(artifact)
     folder = folder if folder.is_dir() and folder.suffix != ".mlpackage" else folder.parent
     manifest = read_manifest(folder / MANIFEST)
+    thresholds = manifest_thresholds(manifest, folder / MANIFEST)
     ev = manifest.get("evaluation_set", {})
     lr = calibration.lr_tiles(ev.get("split", "heldout"), int(manifest["lr_tile"]), int(ev.get("count", 4)),
                               int(ev.get("seed", 0)))
@@ -37,26 +67,50 @@ def verify(artifact: str | os.PathLike, min_fp32_psnr: float = 60.0, min_w8a16_p
     results, failures = [], []
     for entry in manifest.get("artifacts", []):
         path = folder / entry["file"]
-        row = {"file": entry["file"], "kind": entry["kind"]}
+        kind = entry["kind"]
+        row = {"file": entry["file"], "kind": kind}
         if not path.exists():
             failures.append(f"{entry['file']}: missing")
             continue
         if sha256_tree(path) != entry.get("sha256"):
             failures.append(f"{entry['file']}: sha256 differs from the manifest")
-        if path.suffix != ".mlpackage" and entry["kind"] in FP32_KINDS + W8A16_KINDS:
-            row["psnr_db"] = psnr(reference, load_artifact(path)(lr).numpy())
-            need = min_fp32_psnr if entry["kind"] in FP32_KINDS else min_w8a16_psnr
-            if row["psnr_db"] < need:
-                failures.append(f"{entry['file']}: {row['psnr_db']:.2f} dB < {need:.1f} dB")
+        if path.suffix != ".mlpackage" and kind in KIND_THRESHOLD:
+            if kind == "qnn_context":
+                try:
+                    row["htp_coverage"] = check_coverage(path, None, get_soc(manifest["soc"]),
+                                                         graph_count(manifest.get("htp_optimization_mode")))["htp_fraction"]
+                except UserError as e:
+                    failures.append(f"{entry['file']}: {e}")
+            run = load_artifact(path)
+            row["psnr_db"] = psnr(reference, run(lr).numpy())
+            if run.session is not None:
+                row["session"] = run.session
+            run.close()
+            row["threshold"] = KIND_THRESHOLD[kind]
+            failures.append(_below(entry["file"], row["psnr_db"], thresholds, KIND_THRESHOLD[kind]))
         elif path.suffix == ".mlpackage":
-            from .coreml_export import check_spec, spec_report
+            from .coreml_export import check_fp32_ops, check_spec, spec_report
 
             try:
-                check_spec(spec_report(path), int(manifest["lr_tile"]), entry["kind"] == "w8a16")
+                check_spec(spec_report(path), int(manifest["lr_tile"]), kind == "w8a16")
+                if kind == "w8a16":
+                    check_fp32_ops(path, entry.get("fp32_ops", {}))
                 row["spec"] = "ok"
             except RuntimeError as e:
                 failures.append(f"{entry['file']}: {e}")
+            if kind == "w8a16":
+                recorded = float((manifest.get("fp16_compute") or {}).get("psnr_db", {}).get("as_packaged", {})
+                                 .get("heldout", "nan"))
+                row.update(fp16_psnr_db_recorded=recorded, threshold="min_fp16_psnr")
+                failures.append(_below(f"{entry['file']} fp16 compute (recorded)", recorded, thresholds, "min_fp16_psnr"))
         results.append(row)
+    pte = manifest.get("qnn_pte_quantization")
+    if pte is not None:
+        recorded = float(pte.get("psnr_db_pytorch", "nan"))
+        results.append({"check": "QNN .pte 16a8w graph (recorded, not rerun)", "psnr_db": recorded,
+                        "threshold": "min_w8a16_psnr"})
+        failures.append(_below("QNN .pte's 16a8w graph (recorded)", recorded, thresholds, "min_w8a16_psnr"))
+    failures = [f for f in failures if f]
     if failures:
         raise UserError(f"verification of {folder} failed: " + "; ".join(failures))
-    return {"folder": str(folder), "target": manifest.get("target"), "results": results}
+    return {"folder": str(folder), "target": manifest.get("target"), "thresholds": thresholds, "results": results}
