@@ -155,7 +155,7 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
     from adcsr.core.colorfix import get_color_fix
     from adcsr.core.models.student import AdcSRStudent
     from adcsr.core.models.teachers import get_teacher
-    from adcsr.export.runtime import load_artifact
+    from adcsr.export import load_artifact
     from adcsr.report import write_report
 
     out = ctx.dir / "out"

@@ -28,7 +28,7 @@ DEFAULT_CONFIG = CONFIG_DIR / "pipeline.yaml"
 @dataclass
 class ExportSettings:
     targets: list[str] = field(default_factory=lambda: ["qnn", "executorch", "coreml"])
-    options: dict[str, Any] = field(default_factory=dict)  # adcsr.export.config.ExportConfig fields
+    options: dict[str, Any] = field(default_factory=dict)  # adcsr.export.ExportConfig fields
 
 
 @dataclass
@@ -79,8 +79,7 @@ def _merge(base: dict, over: dict) -> dict:
 def _validate_sections(cfg: PipelineConfig) -> None:
     """Check every stage's section against its own config class before anything runs."""
     from adcsr.distill import CONFIGS
-    from adcsr.export.config import ExportConfig
-    from adcsr.export.targets import TARGETS
+    from adcsr.export import TARGETS, ExportConfig
 
     for name, cls in CONFIGS.items():
         section = getattr(cfg, name)
@@ -179,8 +178,7 @@ def _stage_distill(cfg: PipelineConfig):
 
 def _stage_export(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        from adcsr.export.config import load_export_config
-        from adcsr.export.targets import export
+        from adcsr.export import export, load_export_config
 
         out = ctx.dir / "artifacts"
         shutil.rmtree(out, ignore_errors=True)  # a rerun rebuilds every artifact

@@ -142,7 +142,7 @@ def load_model(args: argparse.Namespace) -> Source:
 def _artifact_source(args: argparse.Namespace) -> Source:
     """An exported artifact runs its static LR tile; the image is padded to whole tiles."""
     from adcsr.core.models.student import AdcSRStudent
-    from adcsr.export.runtime import load_artifact
+    from adcsr.export import load_artifact
 
     artifact = load_artifact(args.artifact)
     if args.tile not in (None, artifact.tile):

@@ -1,1 +1,15 @@
-"""W8A16 quantization and export to QNN (Hexagon), ExecuTorch and Core ML, each verified against PyTorch."""
+"""W8A16 quantization and export to QNN (Hexagon), ExecuTorch and Core ML, each verified against
+PyTorch.
+
+The face: `export(student, out, targets, cfg)` writes and verifies each target's folder;
+`ExportConfig` / `load_export_config` its settings; `TARGETS` the target names; `verify(folder)`
+re-checks an exported folder against its manifest's thresholds; `load_artifact(path)` runs one.
+Imported on first use (core/faces.py).
+"""
+
+from adcsr.core.faces import lazy_face
+
+__getattr__, __all__ = lazy_face(__name__, {
+    "export": "targets", "TARGETS": "targets", "ExportConfig": "config", "load_export_config": "config",
+    "verify": "verify", "load_artifact": "runtime",
+})

@@ -174,7 +174,7 @@ def fp32_ops(program, peaks: dict[str, list[float]], limit: float) -> dict[str, 
 def check_fp16(program, calibration: torch.Tensor, heldout: torch.Tensor, headroom: float) -> dict:
     """Peaks, the fp32 ops and the fp16-vs-fp32 parity of the Core ML program (the deploy form's
     `coreml_export.coreml_program`); the report the Core ML manifest records as `fp16_compute`."""
-    from .w8a16 import psnr
+    from adcsr.core.metrics.fidelity import parity_psnr
 
     limit = FP16_MAX / headroom
     sets = {"calibration": calibration, "heldout": heldout}
@@ -186,10 +186,10 @@ def check_fp16(program, calibration: torch.Tensor, heldout: torch.Tensor, headro
     held = fp32_ops(program, peaks["heldout"], FP16_MAX * (1 - 1e-9))
     overflow = sorted(name for name in held if name not in keep)
     all16 = {n.name: torch.float16 for n in program.graph.nodes}
-    figures = {"all_fp16": {k: psnr(reference[k], run_program(program, v, all16)) for k, v in sets.items()}}
+    figures = {"all_fp16": {k: parity_psnr(reference[k], run_program(program, v, all16)) for k, v in sets.items()}}
     if keep:
         packaged = {**all16, **{name: torch.float32 for name in keep}}
-        figures["as_packaged"] = {k: psnr(reference[k], run_program(program, v, packaged)) for k, v in sets.items()}
+        figures["as_packaged"] = {k: parity_psnr(reference[k], run_program(program, v, packaged)) for k, v in sets.items()}
     else:
         figures["as_packaged"] = dict(figures["all_fp16"])
     layers: dict[str, dict] = {}

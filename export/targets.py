@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from adcsr.core.atomic import atomic_dir
 from adcsr.core.errors import UserError
 from adcsr.core.manifest import sha256_tree, size_on_disk, write_manifest
+from adcsr.core.metrics.fidelity import parity_psnr
 
 from . import calibration
 from .config import ExportConfig
@@ -73,9 +74,7 @@ class Context:
         return model
 
     def parity(self, run: Callable[[torch.Tensor], torch.Tensor]) -> float:
-        from .w8a16 import psnr
-
-        return psnr(self.reference.numpy(), run(self.eval_lr).numpy())
+        return parity_psnr(self.reference.numpy(), run(self.eval_lr).numpy())
 
     def manifest(self, folder: Path, target: str, backends: tuple[str, ...], artifacts: list[dict], **fields) -> dict:
         """Write `folder`'s manifest; `backends` are the deploy forms its artifacts were built from."""
@@ -150,7 +149,7 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
             htp = load_artifact(ctx_model, soc=soc.name)  # no manifest yet: the SoC is given
             if search is None:
                 break
-            tried = w8a16.psnr(search_ref, htp(search_lr).numpy())
+            tried = parity_psnr(search_ref, htp(search_lr).numpy())
             search["tries"].append({"kept_16bit": list(keep), "psnr_db_calibration": tried})
             if meets_minimum(tried, cfg.target_psnr):
                 break

@@ -32,7 +32,7 @@ from . import calibration
 from .runtime import MANIFEST, load_artifact
 from .student_io import StudentRef
 from .thresholds import DEFAULTS, KIND_THRESHOLD, meets_minimum
-from .w8a16 import psnr
+from adcsr.core.metrics.fidelity import parity_psnr
 
 
 def manifest_thresholds(manifest: dict, where: Path) -> dict[str, float]:
@@ -82,7 +82,7 @@ def verify(artifact: str | os.PathLike) -> dict:
                 except UserError as e:
                     failures.append(f"{entry['file']}: {e}")
             run = load_artifact(path)
-            row["psnr_db"] = psnr(reference, run(lr).numpy())
+            row["psnr_db"] = parity_psnr(reference, run(lr).numpy())
             if run.session is not None:
                 row["session"] = run.session
             run.close()

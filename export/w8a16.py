@@ -198,6 +198,8 @@ def fake_quant_weight(w: "torch.Tensor", per_channel: bool, bits: int = 8) -> "t
 def layer_sensitivity(model: "torch.nn.Module", images: "torch.Tensor") -> list[tuple[str, float]]:
     """Each layer's share of the W8 error: output PSNR (dB, vs fp32) with only that layer's weight
     quantized to 8 bits, worst first. Layer names match `layer_weights` of the exported ONNX."""
+    from adcsr.core.metrics.fidelity import parity_psnr
+
     import torch
     from torch import nn
 
@@ -209,13 +211,6 @@ def layer_sensitivity(model: "torch.nn.Module", images: "torch.Tensor") -> list[
                 continue
             original = module.weight.detach().clone()
             module.weight.copy_(fake_quant_weight(original, per_channel=isinstance(module, nn.Conv2d)))
-            out.append((name.removeprefix("student."), psnr(ref, model(images))))
+            out.append((name.removeprefix("student."), parity_psnr(ref, model(images))))
             module.weight.copy_(original)
     return sorted(out, key=lambda kv: kv[1])
-
-
-def psnr(reference, other) -> float:
-    """PSNR in dB of `other` against `reference`, images in [0, 1] (torch or numpy)."""
-    diff = np.asarray(reference, dtype=np.float64) - np.asarray(other, dtype=np.float64)
-    mse = float(np.mean(diff * diff))
-    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))

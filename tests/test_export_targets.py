@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from adcsr.core.errors import UserError
+from adcsr.core.metrics.fidelity import parity_psnr
 from adcsr.export import qnn, w8a16
 from adcsr.export.calibration import lr_tiles
 from adcsr.export.config import ExportConfig
@@ -154,7 +155,7 @@ def test_one_graph_compiles_all_htp_and_agrees_with_the_two_halves(exported, ctx
     assert len([p for p in (tmp_path / "m1").iterdir() if p.suffix == ".bin"]) == 1
     two = next(exported["qnn"].glob("*_ctx.onnx"))
     # `one` has no manifest: the SoC is given (there is no default one)
-    assert w8a16.psnr(load_artifact(two)(ctx.eval_lr).numpy(),
+    assert parity_psnr(load_artifact(two)(ctx.eval_lr).numpy(),
                       load_artifact(one, soc="SM8750")(ctx.eval_lr).numpy()) >= 50.0
     for bad, message in ((7, "must be one of"), ({"features": 2}, "needs exactly the keys features, decode"),
                          ({"features": 2, "decode": 0}, "must be one of")):
@@ -173,7 +174,7 @@ def test_sm8650_context_is_all_htp_and_meets_40_db(exported, ctx, tmp_path):
     art = load_artifact(ctx_model)
     assert (art.session["soc_model"], art.session["htp_arch"]) == ("57", "75")  # the manifest's SoC
     sr = art(ctx.eval_lr)
-    assert w8a16.psnr(ctx.reference.numpy(), sr.numpy()) >= 40.0
+    assert parity_psnr(ctx.reference.numpy(), sr.numpy()) >= 40.0
 
 
 def test_two_halves_need_the_features_tensor(tmp_path):

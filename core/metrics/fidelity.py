@@ -72,6 +72,14 @@ def psnr_y(a, b, crop_border: int = 4):
     return _out(10.0 * torch.log10(255.0**2 / mse), single)
 
 
+def parity_psnr(reference, other) -> float:
+    """PSNR (dB) of `other` against `reference` on all channels, images in [0, 1] (torch or numpy),
+    float64: how exports report their agreement with the PyTorch model."""
+    diff = np.asarray(reference, dtype=np.float64) - np.asarray(other, dtype=np.float64)
+    mse = float(np.mean(diff * diff))
+    return float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse))
+
+
 def mean_psnr_y(a: torch.Tensor, b: torch.Tensor, crop_border: int = 4) -> float:
     """The mean over a batch of `psnr_y` (both clamped to [0, 1]): the one held-out figure every
     stage and the report quote."""
