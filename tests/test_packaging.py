@@ -176,3 +176,22 @@ def test_regular_install_imports_every_subpackage(tmp_path):
     assert not out["editable"]
     for name, file in out["files"].items():
         assert Path(file).resolve().is_relative_to(target), (name, file)
+
+
+def test_each_stage_face_resolves_what_it_lists_and_the_cli_loads_no_stage():
+    code = (
+        "import importlib, sys\n"
+        "import adcsr.cli\n"
+        "adcsr.cli.build_parser()\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[:2] in (['adcsr', 'compress'], ['adcsr', 'distill'], ['adcsr', 'export']))\n"
+        "assert all(m.rsplit('.', 1)[-1] in ('compress', 'distill', 'export', 'cli', 'config') for m in loaded), loaded\n"
+        "assert 'diffusers' not in sys.modules\n"
+        "for name in ('adcsr.compress', 'adcsr.distill', 'adcsr.export'):\n"
+        "    face = importlib.import_module(name)\n"
+        "    missing = [n for n in face.__all__ if getattr(face, n, None) is None]\n"
+        "    assert face.__all__ and not missing, (name, missing)\n"
+        "from adcsr.distill import CONFIGS, STAGES\n"
+        "assert set(STAGES) == set(CONFIGS) == {'stage0', 'stage1', 'stage2'}\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
