@@ -25,6 +25,7 @@ from adcsr.core.config import load_config, path_field
 from adcsr.core.errors import UserError
 from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.core.models.feature_space import FeatureSpace
+from adcsr.core.models.identity_init import zero_residual_branches
 from adcsr.core.models.padding import pad_to_multiple
 from adcsr.core.models.sd_configs import unet_config
 from adcsr.core.models.student import AdcSRStudent
@@ -63,6 +64,9 @@ class Stage2Config:
     decoder: Optional[str] = path_field()  # stage 1's PrunedVAEDecoder folder
     student: Optional[str] = path_field()  # compress's AdcSRStudent folder
     student_preset: Literal["tiny", "sd21"] = "tiny"  # randomly initialised when no folder is given
+    # Start the student's UNet with every residual branch at zero (identity blocks). For a student
+    # compressed from a randomly initialised teacher UNet (no SD weights): nothing learned is lost.
+    zero_residuals: bool = False
     teacher: str = "realesrgan-compact"
     teacher_options: dict[str, Any] = field(default_factory=dict)
     # 0: the teacher runs on every batch (the release). N > 0: sample i is pool slot i mod N, and
@@ -166,6 +170,8 @@ class DistillTask(Task):
         if self.student.feature_channels != self.space.channels:
             raise UserError(f"student feature channels {self.student.feature_channels} != the decoder's "
                             f"{self.space.channels}: use the decoder that matches the student")
+        if cfg.zero_residuals:
+            zero_residual_branches(self.student.unet)
         self.student.init_decoder_from(decoder)
         self.student.requires_grad_(False)
         for p in self.trained_parameters():
@@ -328,7 +334,8 @@ def distill(cfg: Stage2Config | str | Path | dict, resume: bool = False) -> Path
         trainer, run_dir, "student", lambda d: student.save_pretrained(d), stage="stage2",
         model="AdcSRStudent", teacher=task.teacher.describe(), encoder=encoder_role(cfg.vae),
         decoder=cfg.decoder,
-        student_init=cfg.student or f"randomly initialised `{cfg.student_preset}` preset (no compress output given)",
+        student_init=(cfg.student or f"randomly initialised `{cfg.student_preset}` preset (no compress output given)")
+        + ("; UNet residual branches zeroed (identity blocks)" if cfg.zero_residuals else ""),
         distill_level=cfg.distill_level, adv_weight=cfg.adv_weight, lr=cfg.lr, disc_lr=cfg.disc_lr,
         teacher_pool=cfg.teacher_pool or "none: the teacher ran on every sample",
         image_loss={"l1_weight": cfg.image_weight, "perceptual_weight": cfg.perceptual_weight,

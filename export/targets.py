@@ -300,13 +300,16 @@ def _export_in_processes(ref: StudentRef, out: Path, targets: list[str], cfg: Ex
     each other and with the QNN path. Every target still writes atomically; after a failure the
     others finish, then the first error is raised."""
     ctx = mp.get_context("spawn")
+    # the cores shared out between the processes: torch's default (every core in each process)
+    # oversubscribes the machine, which slows torch's CPU kernels many times over
+    threads = max(1, len(os.sched_getaffinity(0)) // min(cfg.jobs, len(targets)))
     pending, running, results, errors = list(targets), {}, {}, []
     with tqdm(total=len(targets), desc="export targets", disable=not progress) as bar:
         while pending or running:
             while pending and len(running) < cfg.jobs:
                 target = pending.pop(0)
                 parent, child = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_export_one, args=(child, ref, out, target, cfg, force))
+                proc = ctx.Process(target=_export_one, args=(child, ref, out, target, cfg, force, threads))
                 proc.start()
                 child.close()
                 running[parent] = (target, proc)
@@ -329,7 +332,9 @@ def _export_in_processes(ref: StudentRef, out: Path, targets: list[str], cfg: Ex
     return {t: results[t] for t in targets}
 
 
-def _export_one(conn, ref: StudentRef, out: Path, target: str, cfg: ExportConfig, force: bool) -> None:
+def _export_one(conn, ref: StudentRef, out: Path, target: str, cfg: ExportConfig, force: bool,
+                threads: int) -> None:
+    torch.set_num_threads(threads)
     try:
         ctx = Context(ref, cfg, progress=False)
         conn.send(("ok", EXPORTERS[target](ctx, out, force)))

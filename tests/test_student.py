@@ -134,3 +134,26 @@ def test_save_load_round_trip_and_mismatched_weights(tiny, tmp_path):
         AdcSRStudent.from_pretrained(tmp_path / "s")
     with pytest.raises(UserError):
         AdcSRStudent.from_pretrained(tmp_path / "missing")
+
+
+def test_zero_residual_branches_makes_every_block_start_as_identity():
+    from diffusers.models.resnet import ResnetBlock2D
+
+    from adcsr.core.models.identity_init import zero_residual_branches
+
+    unet = AdcSRStudent.from_preset("tiny").unet
+    resnets = [m for m in unet.modules() if isinstance(m, ResnetBlock2D)]
+    attentions = [m for m in unet.modules() if isinstance(m, SelfAttnTransformer)]
+    assert zero_residual_branches(unet) >= len(resnets) + len(attentions) > 0
+    torch.manual_seed(0)
+    for block in resnets:
+        x = torch.randn(1, block.in_channels, 4, 4)
+        skip = block.conv_shortcut(x) if block.conv_shortcut is not None else x
+        assert torch.equal(block(x, None), skip / block.output_scale_factor)
+    for block in attentions:
+        x = torch.randn(1, block.norm.num_channels, 4, 4)
+        assert torch.equal(block(x), x)
+    # the UNet still learns: its zeroed layers get gradients at once
+    out = unet(torch.randn(1, 12, 16, 16))
+    out.square().mean().backward()
+    assert all(b.conv2.weight.grad.abs().sum() > 0 for b in resnets)
