@@ -1,6 +1,9 @@
 """Shared fixtures. The CI-sized pipeline run is made once per test session: the pipeline's own
-tests and the tests of `adcsr upscale` on exported artifacts both read it. Every test starts from
-the same global RNG state and gives it back as it found it, so no test depends on which ran before."""
+tests, the export tests that read its artifacts and the tests of `adcsr upscale` on exported
+artifacts all read it. Tests that need a trained student but not the pipeline's artifacts use
+`trained_student` (the same CI config's training stages alone, seconds), so they do not wait for
+the pipeline's export. Every test starts from the same global RNG state and gives
+it back as it found it, so no test depends on which ran before."""
 
 import random
 
@@ -30,6 +33,38 @@ def pipeline_run(tmp_path_factory):
     logs: list[str] = []
     manifests = run_pipeline(cfg, log=logs.append)
     return cfg, run_dir, manifests, logs
+
+
+@pytest.fixture(scope="session")
+def exported(pipeline_run):
+    """{output name: folder} of the CI pipeline's export stage (every target, for its trained student)."""
+    _, run_dir, manifests, _ = pipeline_run
+    return {k: run_dir / "export" / v["path"] for k, v in manifests["export"]["outputs"].items()}
+
+
+@pytest.fixture(scope="session")
+def pipeline_student(pipeline_run):
+    """The pipeline run's stage-2 student folder: the student its exported artifacts were made from."""
+    _, run_dir, manifests, _ = pipeline_run
+    return run_dir / "stage2" / manifests["stage2"]["outputs"]["student"]["path"]
+
+
+@pytest.fixture(scope="session")
+def trained_student(tmp_path_factory):
+    """A stage-2 student folder trained by the CI pipeline config's stages up to stage 2 (the
+    pipeline's own code and settings, without its export and report): for tests that need a
+    trained student but not the pipeline's artifacts. Its weights have come out identical to the
+    pipeline's student's, but tests that compare against `exported` artifacts use
+    `pipeline_student` rather than depend on that."""
+    from adcsr.pipeline import build_pipeline, load_pipeline_config
+    from adcsr.runner import Pipeline
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    cfg = load_pipeline_config({**CI_PIPELINE, "run_dir": str(run_dir)})
+    stages = build_pipeline(cfg).stages
+    names = [s.name for s in stages]
+    manifests = Pipeline(run_dir, stages[: names.index("stage2") + 1]).run(log=lambda m: None)
+    return run_dir / "stage2" / manifests["stage2"]["outputs"]["student"]["path"]
 
 
 @pytest.fixture(autouse=True)
