@@ -1,15 +1,30 @@
-"""Shared fixtures. The CI-sized pipeline run is made once per test session: the pipeline's own
-tests, the export tests that read its artifacts and the tests of `adcsr upscale` on exported
-artifacts all read it. Tests that need a trained student but not the pipeline's artifacts use
-`trained_student` (the same CI config's training stages alone, seconds), so they do not wait for
-the pipeline's export. Every test starts from the same global RNG state and gives
+"""Shared fixtures. The CI-sized pipeline run is made once per test session (once per xdist
+worker): the pipeline's own tests, the export tests that read its artifacts and the tests of
+`adcsr upscale` on exported artifacts all read it, and all of them run on one worker (see
+`pytest_collection_modifyitems`). Tests that need a trained student but not the pipeline's
+artifacts use `trained_student` (the same CI config's training stages alone, seconds), so they
+do not wait for the pipeline's export. Every test starts from the same global RNG state and gives
 it back as it found it, so no test depends on which ran before."""
 
-import random
+import os
 
-import numpy as np
-import pytest
-import torch
+# Under pytest-xdist (`-n 2`, .ci/run) each worker gets its share of the cores (1 of 2) before
+# torch starts its thread pool, and the processes the tests spawn (export jobs, HTP-emulator
+# sessions, CLI runs) inherit it: two workers each running a thread per core oversubscribe a
+# 2-core machine, which slows torch down many times over. An explicit OMP_NUM_THREADS is kept.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_share))
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 CI_PIPELINE = {
     "stage0": {"trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
@@ -21,6 +36,44 @@ CI_PIPELINE = {
     "export": {"options": {"tile": 16, "calibration_count": 4, "eval_count": 2, "jobs": 3}},
     "report": {"photos": 2, "lr_size": 48, "bench_repeats": 1},
 }
+
+# the xdist group of every test whose fixtures include the pipeline run
+PIPELINE_GROUP = "pipeline_run"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """With `--dist loadgroup`, expensive shared fixtures are built once: every test that uses the
+    pipeline run (in whichever module) joins one group, and every test that uses a module-scoped
+    fixture joins its module's group; each group runs on one worker. The other tests go to
+    whichever worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if PIPELINE_GROUP in item.fixturenames:
+            group = PIPELINE_GROUP
+        elif info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            group = item.nodeid.split("::")[0]
+        else:
+            continue
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    """xdist's workers tell the scheduler a test's group by a `@group` suffix on its node id; from
+    pytest 9.2 on, pytest-xdist 3.8's suffix no longer takes (pytest-xdist issue 1386, hence
+    `pytest<9.2` in the `test` extra): every test would be scheduled alone and the pipeline run
+    built on both workers. Stop with one line rather than run a suite that no longer fits its time."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    import xdist
+
+    def version(text):
+        return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+    if version(pytest.__version__) >= (9, 2) and version(xdist.__version__) <= (3, 8):
+        raise pytest.UsageError(f"--dist loadgroup does not group tests with pytest {pytest.__version__} and "
+                                f"pytest-xdist {xdist.__version__} (pytest-xdist issue 1386): "
+                                "pip install -e '.[test]' (it pins pytest<9.2)")
 
 
 @pytest.fixture(scope="session")
