@@ -37,25 +37,26 @@ CI_PIPELINE = {
     "report": {"photos": 2, "lr_size": 48, "bench_repeats": 1},
 }
 
-# the xdist group of every test whose fixtures include the pipeline run
-PIPELINE_GROUP = "pipeline_run"
+# xdist groups named after the session fixtures whose users they gather, first match wins
+SHARED_GROUPS = ("pipeline_run", "trained_student")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """With `--dist loadgroup`, expensive shared fixtures are built once: every test that uses the
-    pipeline run (in whichever module) joins one group, and every test that uses a module-scoped
-    fixture joins its module's group; each group runs on one worker. The other tests go to
-    whichever worker is free."""
+    pipeline run (in whichever module) joins one group, every other test that uses the trained
+    student another, and every test that uses a module-scoped fixture its module's group; each
+    group runs on one worker. xdist hands out the groups with most tests first and the single
+    tests last, so the two long groups (minutes of exports each) start early, side by side. The
+    other tests go to whichever worker is free."""
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
-        if PIPELINE_GROUP in item.fixturenames:
-            group = PIPELINE_GROUP
-        elif info is not None and any(defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+        group = next((g for g in SHARED_GROUPS if g in item.fixturenames), None)
+        if group is None and info is not None and any(
+                defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
             group = item.nodeid.split("::")[0]
-        else:
-            continue
-        item.add_marker(pytest.mark.xdist_group(group))
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_configure(config):
