@@ -1,12 +1,30 @@
-"""Shared fixtures. The CI-sized pipeline run is made once per test session: the pipeline's own
-tests and the tests of `adcsr upscale` on exported artifacts both read it. Every test starts from
-the same global RNG state and gives it back as it found it, so no test depends on which ran before."""
+"""Shared fixtures. The CI-sized pipeline run is made once per test session (once per xdist
+worker): the pipeline's own tests, the export tests that read its artifacts and the tests of
+`adcsr upscale` on exported artifacts all read it, and all of them run on one worker (see
+`pytest_collection_modifyitems`). Tests that need a trained student but not the pipeline's
+artifacts use `trained_student` (the same CI config's training stages alone, seconds), so they
+do not wait for the pipeline's export. Every test starts from the same global RNG state and gives
+it back as it found it, so no test depends on which ran before."""
 
-import random
+import os
 
-import numpy as np
-import pytest
-import torch
+# Under pytest-xdist (`-n 2`, .ci/run) each worker gets its share of the cores (1 of 2) before
+# torch starts its thread pool, and the processes the tests spawn (export jobs, HTP-emulator
+# sessions, CLI runs) inherit it: two workers each running a thread per core oversubscribe a
+# 2-core machine, which slows torch down many times over. An explicit OMP_NUM_THREADS is kept.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _share = max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(_share))
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 CI_PIPELINE = {
     "stage0": {"trainer": {"steps": 20, "batch_size": 2, "checkpoint_every": 10, "eval_every": 10},
@@ -19,6 +37,45 @@ CI_PIPELINE = {
     "report": {"photos": 2, "lr_size": 48, "bench_repeats": 1},
 }
 
+# xdist groups named after the session fixtures whose users they gather, first match wins
+SHARED_GROUPS = ("pipeline_run", "trained_student")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """With `--dist loadgroup`, expensive shared fixtures are built once: every test that uses the
+    pipeline run (in whichever module) joins one group, every other test that uses the trained
+    student another, and every test that uses a module-scoped fixture its module's group; each
+    group runs on one worker. xdist hands out the groups with most tests first and the single
+    tests last, so the two long groups (minutes of exports each) start early, side by side. The
+    other tests go to whichever worker is free."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        group = next((g for g in SHARED_GROUPS if g in item.fixturenames), None)
+        if group is None and info is not None and any(
+                defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values()):
+            group = item.nodeid.split("::")[0]
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config):
+    """xdist's workers tell the scheduler a test's group by a `@group` suffix on its node id; from
+    pytest 9.2 on, pytest-xdist 3.8's suffix no longer takes (pytest-xdist issue 1386, hence
+    `pytest<9.2` in the `test` extra): every test would be scheduled alone and the pipeline run
+    built on both workers. Stop with one line rather than run a suite that no longer fits its time."""
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    import xdist
+
+    def version(text):
+        return tuple(int(p) for p in text.split(".")[:2] if p.isdigit())
+
+    if version(pytest.__version__) >= (9, 2) and version(xdist.__version__) <= (3, 8):
+        raise pytest.UsageError(f"--dist loadgroup does not group tests with pytest {pytest.__version__} and "
+                                f"pytest-xdist {xdist.__version__} (pytest-xdist issue 1386): "
+                                "pip install -e '.[test]' (it pins pytest<9.2)")
+
 
 @pytest.fixture(scope="session")
 def pipeline_run(tmp_path_factory):
@@ -30,6 +87,38 @@ def pipeline_run(tmp_path_factory):
     logs: list[str] = []
     manifests = run_pipeline(cfg, log=logs.append)
     return cfg, run_dir, manifests, logs
+
+
+@pytest.fixture(scope="session")
+def exported(pipeline_run):
+    """{output name: folder} of the CI pipeline's export stage (every target, for its trained student)."""
+    _, run_dir, manifests, _ = pipeline_run
+    return {k: run_dir / "export" / v["path"] for k, v in manifests["export"]["outputs"].items()}
+
+
+@pytest.fixture(scope="session")
+def pipeline_student(pipeline_run):
+    """The pipeline run's stage-2 student folder: the student its exported artifacts were made from."""
+    _, run_dir, manifests, _ = pipeline_run
+    return run_dir / "stage2" / manifests["stage2"]["outputs"]["student"]["path"]
+
+
+@pytest.fixture(scope="session")
+def trained_student(tmp_path_factory):
+    """A stage-2 student folder trained by the CI pipeline config's stages up to stage 2 (the
+    pipeline's own code and settings, without its export and report): for tests that need a
+    trained student but not the pipeline's artifacts. Its weights have come out identical to the
+    pipeline's student's, but tests that compare against `exported` artifacts use
+    `pipeline_student` rather than depend on that."""
+    from adcsr.pipeline import build_pipeline, load_pipeline_config
+    from adcsr.runner import Pipeline
+
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    cfg = load_pipeline_config({**CI_PIPELINE, "run_dir": str(run_dir)})
+    stages = build_pipeline(cfg).stages
+    names = [s.name for s in stages]
+    manifests = Pipeline(run_dir, stages[: names.index("stage2") + 1]).run(log=lambda m: None)
+    return run_dir / "stage2" / manifests["stage2"]["outputs"]["student"]["path"]
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,10 @@
 (100% HTP, W8A16 parity), mixed precision, failure cases, ExecuTorch XNNPACK, Core ML by spec.
 
 The student is the CI pipeline's trained one and the artifacts are the ones its export stage wrote
-(tests/conftest.py): W8A16 parity of random weights says little, and exporting twice costs minutes.
+(`exported`, `pipeline_student` in tests/conftest.py): W8A16 parity of random weights says little,
+and exporting twice costs minutes. Tests that export the student themselves and compare with no
+pipeline artifact take `ctx`, on the same CI config's trained student (`trained_student`), so
+they need not share the pipeline's worker.
 """
 
 import json
@@ -31,19 +34,21 @@ from adcsr.export.verify import verify
 TILE = 16  # the CI pipeline's export tile (tests/conftest.py): the HTP emulator is slow
 
 
-@pytest.fixture(scope="module")
-def exported(pipeline_run):
-    """{output name: folder} of the CI pipeline's export stage (every target, for its trained student)."""
-    _, run_dir, manifests, _ = pipeline_run
-    return {k: run_dir / "export" / v["path"] for k, v in manifests["export"]["outputs"].items()}
-
-
-@pytest.fixture(scope="module")
-def ctx(pipeline_run):
-    _, run_dir, manifests, _ = pipeline_run
-    student = run_dir / "stage2" / manifests["stage2"]["outputs"]["student"]["path"]
+def _context(student) -> Context:
     cfg = ExportConfig(tile=TILE, calibration_count=4, eval_count=2, min_w8a16_psnr=0.0)
     return Context(StudentRef.parse(str(student)), cfg, progress=False)
+
+
+@pytest.fixture
+def ctx(trained_student):
+    """Export context of a trained student (built per test: it loads in well under a second)."""
+    return _context(trained_student)
+
+
+@pytest.fixture
+def pipeline_ctx(pipeline_student):
+    """Export context of the student the pipeline's `exported` artifacts were made from."""
+    return _context(pipeline_student)
 
 
 def _manifest(folder):
@@ -144,7 +149,7 @@ def test_unsupported_op_fails_the_qnn_export_naming_the_node(ctx, tmp_path):
     assert erf_nodes[0] in str(e.value) and "(Erf)" in str(e.value)
 
 
-def test_one_graph_compiles_all_htp_and_agrees_with_the_two_halves(exported, ctx, tmp_path):
+def test_one_graph_compiles_all_htp_and_agrees_with_the_two_halves(exported, pipeline_ctx, tmp_path):
     """One level compiles one graph (one EPContext, one `.bin`), still 100% HTP, computing what the
     exported two-half context computes; bad levels or halves are one clear error."""
     qdq = exported["onnx"] / "student_w8a16.onnx"
@@ -155,15 +160,15 @@ def test_one_graph_compiles_all_htp_and_agrees_with_the_two_halves(exported, ctx
     assert len([p for p in (tmp_path / "m1").iterdir() if p.suffix == ".bin"]) == 1
     two = next(exported["qnn"].glob("*_ctx.onnx"))
     # `one` has no manifest: the SoC is given (there is no default one)
-    assert parity_psnr(load_artifact(two)(ctx.eval_lr).numpy(),
-                      load_artifact(one, soc="SM8750")(ctx.eval_lr).numpy()) >= 50.0
+    assert parity_psnr(load_artifact(two)(pipeline_ctx.eval_lr).numpy(),
+                      load_artifact(one, soc="SM8750")(pipeline_ctx.eval_lr).numpy()) >= 50.0
     for bad, message in ((7, "must be one of"), ({"features": 2}, "needs exactly the keys features, decode"),
                          ({"features": 2, "decode": 0}, "must be one of")):
         with pytest.raises(UserError, match=message):
             ExportConfig(htp_optimization_mode=bad)
 
 
-def test_sm8650_context_is_all_htp_and_meets_40_db(exported, ctx, tmp_path):
+def test_sm8650_context_is_all_htp_and_meets_40_db(exported, pipeline_ctx, tmp_path):
     """The second SoC (soc_model 57, htp_arch 75) compiles the same QDQ model 100% onto its HTP."""
     qdq = exported["onnx"] / "student_w8a16.onnx"
     (tmp_path / "sm8650").mkdir()
@@ -173,8 +178,8 @@ def test_sm8650_context_is_all_htp_and_meets_40_db(exported, ctx, tmp_path):
     (tmp_path / "sm8650" / "manifest.json").write_text(json.dumps({"soc": "SM8650"}))
     art = load_artifact(ctx_model)
     assert (art.session["soc_model"], art.session["htp_arch"]) == ("57", "75")  # the manifest's SoC
-    sr = art(ctx.eval_lr)
-    assert parity_psnr(ctx.reference.numpy(), sr.numpy()) >= 40.0
+    sr = art(pipeline_ctx.eval_lr)
+    assert parity_psnr(pipeline_ctx.reference.numpy(), sr.numpy()) >= 40.0
 
 
 def test_two_halves_need_the_features_tensor(tmp_path):
@@ -197,7 +202,7 @@ def test_failed_check_leaves_no_artifact_behind(ctx, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_executorch_xnnpack_pte_runs_here_at_fp32_parity(exported, ctx):
+def test_executorch_xnnpack_pte_runs_here_at_fp32_parity(exported, pipeline_ctx):
     m = _manifest(exported["executorch"])
     pte = m["artifacts"][0]
     assert pte["kind"] == "xnnpack_fp32" and pte["psnr_db"] >= 60.0
@@ -208,9 +213,9 @@ def test_executorch_xnnpack_pte_runs_here_at_fp32_parity(exported, ctx):
     # each deploy form the folder's artifacts came from, with its own equivalence to the student
     assert set(m["deploy_equivalence"]) == {"xnnpack", "qnn_pte"}
     assert max(m["deploy_equivalence"].values()) <= 1e-4
-    sr = load_artifact(exported["executorch"] / pte["file"])(ctx.eval_lr)
+    sr = load_artifact(exported["executorch"] / pte["file"])(pipeline_ctx.eval_lr)
     assert sr.shape == (2, 3, 4 * TILE, 4 * TILE)
-    assert ctx.parity(lambda x: sr) >= 60.0
+    assert pipeline_ctx.parity(lambda x: sr) >= 60.0
 
 
 def test_qnn_pte_quantization_runs_without_the_sdk_and_meets_40_db(exported):

@@ -22,7 +22,7 @@ def _manifest(folder):
 
 
 @pytest.fixture(scope="module")
-def exported(pipeline_run, tmp_path_factory):
+def artifacts(pipeline_run, tmp_path_factory):
     """(artifact path per kind, PyTorch student reference for the artifacts' tiling and default colour
     fix, LR file)."""
     from adcsr.core.models.student import AdcSRStudent
@@ -59,8 +59,8 @@ def psnr_uint8(a, b):
 
 @pytest.mark.parametrize("kind,crop,floor", [("fp32", "tiled", 60.0), ("w8a16_qdq", "one_tile", 40.0),
                                               ("qnn_context", "one_tile", 40.0)])
-def test_onnx_artifacts_match_the_student(exported, tmp_path, kind, crop, floor):
-    paths, refs, folder, _ = exported
+def test_onnx_artifacts_match_the_student(artifacts, tmp_path, kind, crop, floor):
+    paths, refs, folder, _ = artifacts
     ref, src, out = refs[crop], folder / f"{crop}.png", tmp_path / "sr.png"
     assert main(["upscale", str(src), str(out), "--artifact", str(paths[kind])]) == 0
     sr = read_image(out)
@@ -70,9 +70,9 @@ def test_onnx_artifacts_match_the_student(exported, tmp_path, kind, crop, floor)
     assert ref8.std() > 0.05  # a real image, not a flat one that any model would match
 
 
-def test_xnnpack_pte_in_a_folder_with_a_corrupt_file(exported, tmp_path, capsys):
+def test_xnnpack_pte_in_a_folder_with_a_corrupt_file(artifacts, tmp_path, capsys):
     """The folder source, the skipped corrupt input and the manifest work for artifacts too."""
-    paths, refs, folder, tile = exported
+    paths, refs, folder, tile = artifacts
     ref, src, pte = refs["tiled"], folder / "tiled.png", paths["xnnpack_fp32"]
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -88,8 +88,8 @@ def test_xnnpack_pte_in_a_folder_with_a_corrupt_file(exported, tmp_path, capsys)
     assert not (out / "broken.png").exists()
 
 
-def test_coreml_and_bad_artifact_options_are_one_line_exit_2(exported, tmp_path, capsys):
-    paths, _, folder, tile = exported
+def test_coreml_and_bad_artifact_options_are_one_line_exit_2(artifacts, tmp_path, capsys):
+    paths, _, folder, tile = artifacts
     src = folder / "tiled.png"
     mlpackage = next(p for p in paths.values() if str(p).endswith(".mlpackage"))
     for extra, message in [([str(mlpackage)], "Core ML"),
