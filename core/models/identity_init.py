@@ -1,7 +1,7 @@
 """Start a randomly initialised network with every residual branch at zero.
 
-Without SD weights the embedded default compresses a randomly initialised UNet, so its student
-and its stand-in VAE carry nothing learned. Zeroing the last layer of each residual branch (the
+Without SD weights the embedded default compresses a randomly initialised UNet, so the UNet of
+its student carries nothing learned. Zeroing the last layer of each residual branch (the
 "zero-init residual" of Goyal et al. 2017, as ControlNet and DiT do for their new blocks) makes
 each resnet and attention block start as the identity: signals and gradients reach every level
 unscaled, which in short CPU runs measured faster and steadier training than diffusers' default
