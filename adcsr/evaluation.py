@@ -215,6 +215,10 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
         elif role == "teacher" and teacher_files and all(p.exists() for p in teacher_files):
             row["size_bytes"] = sum(size_on_disk(p) for p in teacher_files)
         models.append(row)
+    unfixed = raw["student fp32"]  # the network's own output, beside the colour-fixed row
+    models.insert(next(i for i, m in enumerate(models) if m["name"] == "student fp32") + 1, {
+        "name": "student fp32, --color-fix none", **quality(unfixed, hr, rc.metric_weights),
+        "psnr_vs_teacher": mean_psnr_y(unfixed, srs[teacher_label]), "color_error": color_error(unfixed, hr)})
     by_name = {m["name"]: m for m in models}
     checks = student_checks(by_name["LR bicubic"], by_name[teacher_label], by_name["student fp32"],
                             by_name.get("student W8A16 (HTP emulator)"))

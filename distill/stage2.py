@@ -67,6 +67,9 @@ class Stage2Config:
     # Start the student's UNet with every residual branch at zero (identity blocks). For a student
     # compressed from a randomly initialised teacher UNet (no SD weights): nothing learned is lost.
     zero_residuals: bool = False
+    # Train (and save) the student with `lr_skip`: its up path predicts a residual over the LR
+    # upsampled bilinearly, its output conv starting at zero (the student starts as bilinear).
+    lr_skip: bool = False
     teacher: str = "realesrgan-compact"
     teacher_options: dict[str, Any] = field(default_factory=dict)
     # 0: the teacher runs on every batch (the release). N > 0: sample i is pool slot i mod N, and
@@ -173,6 +176,8 @@ class DistillTask(Task):
         if cfg.zero_residuals:
             zero_residual_branches(self.student.unet)
         self.student.init_decoder_from(decoder)
+        if cfg.lr_skip or self.student.config.lr_skip:  # stage 1's output conv made images, not residuals
+            self.student = self.student.with_lr_skip()
         self.student.requires_grad_(False)
         for p in self.trained_parameters():
             p.requires_grad_(True)
@@ -221,7 +226,7 @@ class DistillTask(Task):
             return pre, run_mid_block(s.decoder, pre)
         feats = s.features(lr)
         if self.cfg.distill_level == "image":
-            return s.decode(feats, tuple(lr.shape[-2:])), feats
+            return s.decode(feats, lr), feats
         return feats, feats
 
     @property
@@ -266,7 +271,7 @@ class DistillTask(Task):
         c = self.cfg
         loss, logs = c.distill_weight * distill, {"distill": distill.item()}
         if self.needs_teacher_sr:
-            sr = out if c.distill_level == "image" else self.student.decode(feats, tuple(b["lr"].shape[-2:]))
+            sr = out if c.distill_level == "image" else self.student.decode(feats, b["lr"])
             if c.image_weight > 0:
                 image = (sr - b["teacher_sr"]).abs().mean()
                 loss, logs["image"] = loss + c.image_weight * image, image.item()
@@ -300,7 +305,7 @@ class DistillTask(Task):
         h = self.heldout
         lr = h["lr"].to(dev)
         out, feats = self.student_outputs(lr)
-        sr = self.student.decode(feats, tuple(lr.shape[-2:])).cpu()
+        sr = self.student.decode(feats, lr).cpu()
         metrics = {
             "distill": float((out.cpu() - h["target"]).abs().mean()),
             "psnr_y_student_vs_teacher": mean_psnr_y(sr, h["teacher_sr"]),
@@ -335,7 +340,9 @@ def distill(cfg: Stage2Config | str | Path | dict, resume: bool = False) -> Path
         model="AdcSRStudent", teacher=task.teacher.describe(), encoder=encoder_role(cfg.vae),
         decoder=cfg.decoder,
         student_init=(cfg.student or f"randomly initialised `{cfg.student_preset}` preset (no compress output given)")
-        + ("; UNet residual branches zeroed (identity blocks)" if cfg.zero_residuals else ""),
+        + ("; UNet residual branches zeroed (identity blocks)" if cfg.zero_residuals else "")
+        + ("; lr_skip: the up path's output is a residual over the bilinear LR (its output conv zeroed)"
+           if student.config.lr_skip else ""),
         distill_level=cfg.distill_level, adv_weight=cfg.adv_weight, lr=cfg.lr, disc_lr=cfg.disc_lr,
         teacher_pool=cfg.teacher_pool or "none: the teacher ran on every sample",
         image_loss={"l1_weight": cfg.image_weight, "perceptual_weight": cfg.perceptual_weight,

@@ -205,7 +205,9 @@ def clear_context(out_dir: Path, stem: str = "student") -> None:
 def split_at_features(qdq_model: str | os.PathLike, folder: Path) -> list[tuple[str, Path]]:
     """The QDQ model cut at its quantized features tensor: [("features", LR → features),
     ("decode", features → SR)], written to `folder`. The cut is the QuantizeLinear's 16-bit
-    output, so both context binaries keep it quantized and nothing runs between them."""
+    output, so both context binaries keep it quantized and nothing runs between them. A student
+    whose SR also reads its LR (`lr_skip`) gets the LR as the decode half's second input; the
+    LR's own quantize/dequantize nodes are then the only nodes both halves hold."""
     import onnx
     from onnx.utils import Extractor
 
@@ -217,14 +219,16 @@ def split_at_features(qdq_model: str | os.PathLike, folder: Path) -> list[tuple[
         raise UserError(f"{Path(qdq_model).name} has no quantized {FEATURES_NAME!r} tensor to split the QNN graph "
                         "at: give htp_optimization_mode one level")
     cut = quantize[0].output[0]
+    decode_inputs = [cut] + ([INPUT_NAME] if _reads_past(model.graph, OUTPUT_NAME, cut, INPUT_NAME) else [])
     extractor = Extractor(onnx.shape_inference.infer_shapes(model))
     halves = {"features": extractor.extract_model([INPUT_NAME], [cut]),
-              "decode": extractor.extract_model([cut], [OUTPUT_NAME])}
+              "decode": extractor.extract_model(decode_inputs, [OUTPUT_NAME])}
     # a cut: every node lands in a half, and only constant-only nodes (e.g. the DequantizeLinear of
-    # a shared scalar) land in both
-    constants = {i.name for i in model.graph.initializer}
+    # a shared scalar) and the input's own Q/DQ land in both
+    constants, conversions = {i.name for i in model.graph.initializer}, _input_conversions(model.graph, INPUT_NAME)
     nodes = [{n.output[0] for n in h.graph.node} for h in halves.values()]
-    both = {n.output[0] for n in model.graph.node if n.output[0] in nodes[0] & nodes[1] and not set(n.input) <= constants}
+    both = {n.output[0] for n in model.graph.node if n.output[0] in nodes[0] & nodes[1]
+            and n.output[0] not in conversions and not set(n.input) <= constants}
     if both or len(nodes[0] | nodes[1]) != len(model.graph.node):
         raise UserError(f"{Path(qdq_model).name}: the {FEATURES_NAME!r} tensor does not cut the graph in two")
     paths = []
@@ -236,19 +240,48 @@ def split_at_features(qdq_model: str | os.PathLike, folder: Path) -> list[tuple[
     return paths
 
 
+def _reads_past(graph, output: str, cut: str, source: str) -> bool:
+    """Whether `output` depends on `source` other than through `cut`."""
+    producer = {o: n for n in graph.node for o in n.output}
+    seen, todo = set(), [output]
+    while todo:
+        t = todo.pop()
+        if t == source:
+            return True
+        if t == cut or t in seen or t not in producer:
+            continue
+        seen.add(t)
+        todo.extend(producer[t].input)
+    return False
+
+
+def _input_conversions(graph, source: str) -> set[str]:
+    """The tensors of `source`'s QuantizeLinear and of the DequantizeLinear nodes reading it."""
+    q = {n.output[0] for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == source}
+    return q | {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in q}
+
+
 def chain_contexts(ctx_models: list[Path], out: Path) -> Path:
-    """One EPContext model running `ctx_models` in order, each one's outputs the next one's
-    inputs; their `.bin` files stay beside it, referenced by name. onnxruntime-qnn loads every
-    context of such a model in one session."""
+    """One EPContext model running `ctx_models` in order, each one's inputs the previous one's
+    outputs or the first one's inputs (the LR, for a student with `lr_skip`); their `.bin` files
+    stay beside it, referenced by name. Nodes the models share (the LR's float → 16-bit
+    conversion) appear once. onnxruntime-qnn loads every context of such a model in one session."""
     import onnx
     from onnx import helper
 
-    models = [onnx.load(str(p), load_external_data=False) for p in ctx_models]
+    models = [onnx.load(str(p)) for p in ctx_models]
+    first_inputs = {i.name for i in models[0].graph.input}
     for a, b in zip(models, models[1:]):
-        if [o.name for o in a.graph.output] != [i.name for i in b.graph.input]:
-            raise RuntimeError("context models do not chain: one's outputs are not the next one's inputs")
-    graph = helper.make_graph([n for m in models for n in m.graph.node], "student", list(models[0].graph.input),
-                              list(models[-1].graph.output), value_info=[o for m in models[:-1] for o in m.graph.output])
+        if not {i.name for i in b.graph.input} <= {o.name for o in a.graph.output} | first_inputs:
+            raise RuntimeError("context models do not chain: one's inputs are not the previous one's outputs")
+    nodes, made = [], set()
+    for node in (n for m in models for n in m.graph.node):
+        if not set(node.output) <= made:
+            nodes.append(node)
+            made.update(node.output)
+    initializers = {i.name: i for m in models for i in m.graph.initializer}  # e.g. an I/O conversion's scale
+    graph = helper.make_graph(nodes, "student", list(models[0].graph.input), list(models[-1].graph.output),
+                              list(initializers.values()), value_info=[o for m in models[:-1] for o in m.graph.output])
     opsets = {o.domain: o for m in models for o in m.opset_import}
     chained = helper.make_model(graph, opset_imports=list(opsets.values()))
     chained.ir_version = models[0].ir_version

@@ -159,3 +159,27 @@ def test_stage1_trains_the_decoder_compress_wrote(chain, tmp_path):
     other.save_pretrained(tmp_path / "other")
     with pytest.raises(UserError, match="latent channels"):
         initial_decoder(Stage1Config(vae=str(chain["ae"]), decoder=str(tmp_path / "other")), vae)
+
+
+def test_lr_skip_student_starts_as_bilinear_and_trains_past_it(chain, tmp_path):
+    """With `lr_skip` the first held-out evaluation (step 0) is the bilinear LR itself, and
+    training on the teacher's SR moves the student closer to the teacher than that."""
+    import torch.nn.functional as F
+
+    from adcsr.core.metrics.fidelity import mean_psnr_y
+    from adcsr.distill.data import DegradedCrops
+    from adcsr.distill.stage2 import Stage2Config
+
+    cfg = dict(run_dir=str(tmp_path / "skip"), vae=str(chain["ae"]), decoder=str(chain["decoder"]), lr_skip=True,
+               image_weight=1.0, train_decoder=True, zero_residuals=True, distill_weight=0.0, adv_weight=0.0,
+               lr=5e-4, trainer=dict(TRAINER, steps=30, eval_every=15))
+    out = distill(cfg)
+    first, last = _evals(tmp_path / "skip")[0], _evals(tmp_path / "skip")[-1]
+    c = Stage2Config(**{k: v for k, v in cfg.items() if k != "trainer"})
+    h = DegradedCrops(c.data, 0).heldout()
+    bilinear = F.interpolate(h["lr"], scale_factor=4, mode="bilinear", align_corners=False).clamp(0, 1)
+    assert abs(first["psnr_y_student_vs_hr"] - mean_psnr_y(bilinear, h["hr"])) < 1e-3, first
+    assert last["psnr_y_student_vs_teacher"] > first["psnr_y_student_vs_teacher"], (first, last)
+    student = AdcSRStudent.from_pretrained(out)
+    assert student.config.lr_skip
+    assert "lr_skip" in json.loads((tmp_path / "skip" / "manifest.json").read_text())["student_init"]

@@ -94,7 +94,7 @@ def test_features_then_decode_is_forward(tiny):
     with torch.no_grad():
         f = tiny.features(lr)
         assert f.shape == (2, tiny.feature_channels, 16, 24)  # (padded LR)/2
-        torch.testing.assert_close(tiny.decode(f, (20, 36)), tiny(lr))
+        torch.testing.assert_close(tiny.decode(f, lr), tiny(lr))
         # the batch is independent per image
         torch.testing.assert_close(tiny.features(lr[1:]), f[1:], atol=1e-5, rtol=0)
     with pytest.raises(UserError):
@@ -116,7 +116,7 @@ def test_stage2_parameters_and_decoder_init(tiny):
     # the student's decode(mid features) is the decoder's own up path
     m = torch.rand(1, dec.feature_channels, 8, 8)
     with torch.no_grad():
-        torch.testing.assert_close(s.eval().decode(m), dec.eval().decode_features(m).add(1).div(2).clamp(0, 1))
+        torch.testing.assert_close(s.eval().decode(m, torch.rand(1, 3, 16, 16)), dec.eval().decode_features(m).add(1).div(2).clamp(0, 1))
     with pytest.raises(UserError):
         s.init_decoder_from(PrunedVAEDecoder.from_preset("tiny", ratio=0.0))
 
@@ -157,3 +157,34 @@ def test_zero_residual_branches_makes_every_block_start_as_identity():
     out = unet(torch.randn(1, 12, 16, 16))
     out.square().mean().backward()
     assert all(b.conv2.weight.grad.abs().sum() > 0 for b in resnets)
+
+
+def test_lr_skip_starts_as_bilinear_and_learns_the_residual(tmp_path):
+    torch.manual_seed(0)
+    plain = AdcSRStudent.from_preset("tiny")
+    skip = plain.with_lr_skip()
+    assert skip.config.lr_skip and not plain.config.lr_skip
+    lr = torch.rand(2, 3, 20, 36)
+    with torch.no_grad():
+        out = skip.eval()(lr)
+        # bilinear ×4 with half-pixel centres, written out: output pixel k of LR pixel i samples
+        # LR position i + (2k − 3)/8, edges clamped
+        pos = (torch.arange(4 * 20) + 0.5) / 4 - 0.5
+        lo = pos.floor().clamp(0, 19).long()
+        hi = (pos.floor() + 1).clamp(0, 19).long()
+        t = (pos - pos.floor()).clamp(0, 1)
+        rows = lr[:, :, lo] * (1 - t)[:, None] + lr[:, :, hi] * t[:, None]
+        posw = (torch.arange(4 * 36) + 0.5) / 4 - 0.5
+        low, hiw, tw = posw.floor().clamp(0, 35).long(), (posw.floor() + 1).clamp(0, 35).long(), (posw - posw.floor())
+        ref = rows[..., low] * (1 - tw) + rows[..., hiw] * tw
+    torch.testing.assert_close(out, ref.clamp(0, 1), atol=1e-6, rtol=0)
+    # same weights but the output conv: the UNet and decoder body carry over
+    for name, p in plain.state_dict().items():
+        if not name.startswith("decoder.conv_out"):
+            assert torch.equal(p, skip.state_dict()[name]), name
+    # the residual path learns at once: the zeroed output conv gets a gradient
+    skip.train()
+    skip(lr).sub(torch.rand(2, 3, 80, 144)).abs().mean().backward()
+    assert skip.decoder.conv_out.weight.grad.abs().sum() > 0
+    skip.save_pretrained(tmp_path / "s")
+    assert AdcSRStudent.from_pretrained(tmp_path / "s").config.lr_skip

@@ -1,5 +1,9 @@
 """The AdcSR student: PixelUnshuffle(2) → time/text-free SD UNet → link conv → VAE decoder mid + up.
 
+With `lr_skip` (not in the release) the up path's output is a residual over the LR upsampled
+bilinearly: for a student whose decoder is not SD's pretrained one, the LR's colours and low
+frequencies reach the output exactly from the first step instead of being relearned.
+
 Built from diffusers blocks (ResnetBlock2D without time embedding, BasicTransformerBlock without
 cross-attention, Downsample2D/Upsample2D, the VAE `Decoder`). Every width, head count and head
 size is in the config, so a pruned student is rebuilt from its config alone. Parameter names
@@ -212,6 +216,7 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
         decoder_block_out_channels: tuple[int, ...] = _SD21["decoder_block_out_channels"],
         decoder_layers_per_block: int = 2,
         decoder_norm_num_groups: int = 32,
+        lr_skip: bool = False,
     ):
         super().__init__()
         per_level = (attention_levels, num_attention_heads, attention_head_dim, ff_inner_dim)
@@ -269,15 +274,28 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
         x = self.unet(F.pixel_unshuffle(x, 2))
         return run_mid_block(self.decoder, self.link(x))
 
-    def decode(self, features: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
-        """Features → SR in [0, 1]; `size` (the LR (h, w)) crops away the padding."""
-        img = (decode_up_path(self.decoder, features) + 1) / 2
-        if size is not None:
-            img = crop_to(img, size, self.scale)
+    def decode(self, features: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        """Features of `lr` → SR in [0, 1], the padding cropped away. The up path's output (in
+        [-1, 1]) is halved onto mid-grey, or with `lr_skip` onto the bilinearly upsampled LR."""
+        img = crop_to(decode_up_path(self.decoder, features), tuple(lr.shape[-2:]), self.scale) / 2
+        if self.config.lr_skip:
+            img = img + F.interpolate(lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        else:
+            img = img + 0.5
         return img if self.training else img.clamp(0, 1)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.features(lr), tuple(lr.shape[-2:]))
+        return self.decode(self.features(lr), lr)
+
+    def with_lr_skip(self) -> "AdcSRStudent":
+        """This student with `lr_skip` on: same weights, the decoder's output conv zeroed so that
+        it starts as the bilinear upsampling of its input (its up path learns the residual)."""
+        settings = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        skip = type(self)(**{**settings, "lr_skip": True})
+        skip.load_state_dict(self.state_dict())
+        nn.init.zeros_(skip.decoder.conv_out.weight)
+        nn.init.zeros_(skip.decoder.conv_out.bias)
+        return skip
 
     def stage2_parameters(self) -> list[nn.Parameter]:
         """What stage 2 trains: UNet + link + decoder mid-block (the up path stays frozen)."""
