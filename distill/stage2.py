@@ -68,7 +68,7 @@ class Stage2Config:
     # compressed from a randomly initialised teacher UNet (no SD weights): nothing learned is lost.
     zero_residuals: bool = False
     # Train (and save) the student with `lr_skip`: its up path predicts a residual over the LR
-    # upsampled bilinearly, its output conv starting at zero (the student starts as bilinear).
+    # upsampled bicubically, its output conv starting at zero (the student starts as bicubic).
     lr_skip: bool = False
     teacher: str = "realesrgan-compact"
     teacher_options: dict[str, Any] = field(default_factory=dict)
@@ -341,7 +341,7 @@ def distill(cfg: Stage2Config | str | Path | dict, resume: bool = False) -> Path
         decoder=cfg.decoder,
         student_init=(cfg.student or f"randomly initialised `{cfg.student_preset}` preset (no compress output given)")
         + ("; UNet residual branches zeroed (identity blocks)" if cfg.zero_residuals else "")
-        + ("; lr_skip: the up path's output is a residual over the bilinear LR (its output conv zeroed)"
+        + ("; lr_skip: the up path's output is a residual over the bicubic LR (its output conv zeroed)"
            if student.config.lr_skip else ""),
         distill_level=cfg.distill_level, adv_weight=cfg.adv_weight, lr=cfg.lr, disc_lr=cfg.disc_lr,
         teacher_pool=cfg.teacher_pool or "none: the teacher ran on every sample",

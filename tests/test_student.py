@@ -159,32 +159,36 @@ def test_zero_residual_branches_makes_every_block_start_as_identity():
     assert all(b.conv2.weight.grad.abs().sum() > 0 for b in resnets)
 
 
-def test_lr_skip_starts_as_bilinear_and_learns_the_residual(tmp_path):
+def test_lr_skip_starts_as_bicubic_and_learns_the_residual(tmp_path):
     torch.manual_seed(0)
     plain = AdcSRStudent.from_preset("tiny")
     skip = plain.with_lr_skip()
     assert skip.config.lr_skip and not plain.config.lr_skip
-    lr = torch.rand(2, 3, 20, 36)
-    with torch.no_grad():
-        out = skip.eval()(lr)
-        # bilinear ×4 with half-pixel centres, written out: output pixel k of LR pixel i samples
-        # LR position i + (2k − 3)/8, edges clamped
-        pos = (torch.arange(4 * 20) + 0.5) / 4 - 0.5
-        lo = pos.floor().clamp(0, 19).long()
-        hi = (pos.floor() + 1).clamp(0, 19).long()
-        t = (pos - pos.floor()).clamp(0, 1)
-        rows = lr[:, :, lo] * (1 - t)[:, None] + lr[:, :, hi] * t[:, None]
-        posw = (torch.arange(4 * 36) + 0.5) / 4 - 0.5
-        low, hiw, tw = posw.floor().clamp(0, 35).long(), (posw.floor() + 1).clamp(0, 35).long(), (posw - posw.floor())
-        ref = rows[..., low] * (1 - tw) + rows[..., hiw] * tw
-    torch.testing.assert_close(out, ref.clamp(0, 1), atol=1e-6, rtol=0)
+    for lr in (torch.rand(2, 3, 20, 36), torch.rand(1, 3, 16, 16)):
+        with torch.no_grad():
+            out = skip.eval()(lr)
+        ref = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+        torch.testing.assert_close(out, ref.clamp(0, 1), atol=1e-6, rtol=0)
     # same weights but the output conv: the UNet and decoder body carry over
+    assert set(plain.state_dict()) == set(skip.state_dict())  # the fixed filters are not saved
     for name, p in plain.state_dict().items():
         if not name.startswith("decoder.conv_out"):
             assert torch.equal(p, skip.state_dict()[name]), name
     # the residual path learns at once: the zeroed output conv gets a gradient
     skip.train()
-    skip(lr).sub(torch.rand(2, 3, 80, 144)).abs().mean().backward()
+    skip(lr).sub(torch.rand(1, 3, 64, 64)).abs().mean().backward()
     assert skip.decoder.conv_out.weight.grad.abs().sum() > 0
     skip.save_pretrained(tmp_path / "s")
     assert AdcSRStudent.from_pretrained(tmp_path / "s").config.lr_skip
+
+
+def test_bicubic_upsample_equals_torch_bicubic_at_every_scale_and_edge():
+    import torch.nn.functional as F
+
+    from adcsr.core.models.lr_upsample import BicubicUpsample
+
+    for scale in (2, 4):
+        for shape in ((1, 3, 2, 3), (2, 3, 13, 21)):
+            x = torch.rand(*shape)
+            ref = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
+            torch.testing.assert_close(BicubicUpsample(3, scale)(x), ref, atol=1e-6, rtol=0)

@@ -1,7 +1,7 @@
 """The AdcSR student: PixelUnshuffle(2) → time/text-free SD UNet → link conv → VAE decoder mid + up.
 
 With `lr_skip` (not in the release) the up path's output is a residual over the LR upsampled
-bilinearly: for a student whose decoder is not SD's pretrained one, the LR's colours and low
+bicubically (`lr_upsample.py`): for a student whose decoder is not SD's pretrained one, the LR's colours and low
 frequencies reach the output exactly from the first step instead of being relearned.
 
 Built from diffusers blocks (ResnetBlock2D without time embedding, BasicTransformerBlock without
@@ -26,6 +26,7 @@ from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 from ..errors import UserError
+from .lr_upsample import BicubicUpsample
 from .padding import crop_to, pad_to_multiple
 from .vae_decoder import PrunedVAEDecoder, checkpointed, decode_up_path, load_or_user_error, run_mid_block
 
@@ -233,6 +234,10 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
         )
         # The link feeds the mid-block directly: the decoder's conv_in is unused (FACTS §1).
         self.decoder.conv_in = nn.Identity()
+        if lr_skip:
+            if in_channels != out_channels:
+                raise UserError("student config: lr_skip needs as many output channels as input channels")
+            self.lr_upsample = BicubicUpsample(in_channels, self.scale)
 
     @classmethod
     def from_preset(cls, name: str) -> "AdcSRStudent":
@@ -276,10 +281,10 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
 
     def decode(self, features: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
         """Features of `lr` → SR in [0, 1], the padding cropped away. The up path's output (in
-        [-1, 1]) is halved onto mid-grey, or with `lr_skip` onto the bilinearly upsampled LR."""
+        [-1, 1]) is halved onto mid-grey, or with `lr_skip` onto the bicubically upsampled LR."""
         img = crop_to(decode_up_path(self.decoder, features), tuple(lr.shape[-2:]), self.scale) / 2
         if self.config.lr_skip:
-            img = img + F.interpolate(lr, scale_factor=self.scale, mode="bilinear", align_corners=False)
+            img = img + self.lr_upsample(lr)
         else:
             img = img + 0.5
         return img if self.training else img.clamp(0, 1)
@@ -289,7 +294,7 @@ class AdcSRStudent(ModelMixin, ConfigMixin):
 
     def with_lr_skip(self) -> "AdcSRStudent":
         """This student with `lr_skip` on: same weights, the decoder's output conv zeroed so that
-        it starts as the bilinear upsampling of its input (its up path learns the residual)."""
+        it starts as the bicubic upsampling of its input (its up path learns the residual)."""
         settings = {k: v for k, v in self.config.items() if not k.startswith("_")}
         skip = type(self)(**{**settings, "lr_skip": True})
         skip.load_state_dict(self.state_dict())
