@@ -1,8 +1,8 @@
 """The AdcSR student: PixelUnshuffle(2) → time/text-free SD UNet → link conv → VAE decoder mid + up.
 
-With `lr_skip` (not in the release) the up path's output is a residual over the LR upsampled
-bicubically (`lr_upsample.py`): for a student whose decoder is not SD's pretrained one, the LR's colours and low
-frequencies reach the output exactly from the first step instead of being relearned.
+With `lr_skip` (not in the release) the up path's output is a residual over the bicubically
+upsampled LR (`lr_upsample.py`): for a student whose decoder is not SD's pretrained one, the LR's
+colours and low frequencies then reach the output exactly from the first step.
 
 Built from diffusers blocks (ResnetBlock2D without time embedding, BasicTransformerBlock without
 cross-attention, Downsample2D/Upsample2D, the VAE `Decoder`). Every width, head count and head
