@@ -89,8 +89,11 @@ def test_verify_reruns_artifacts_and_catches_tampering(exported, tmp_path):
     shutil.copytree(exported["onnx"], copy)
     fp32 = copy / "student_fp32.onnx"
     proto = onnx.load(str(fp32))
-    w = next(i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.raw_data) > 64)
-    w.raw_data = (np.frombuffer(w.raw_data, np.float32) * 1.5).astype(np.float32).tobytes()
+    # every weight ×1.5: a CI-trained student with lr_skip is mostly its fixed bicubic filters, so
+    # tampering one learned layer alone can leave the SR within the parity threshold
+    for w in proto.graph.initializer:
+        if w.data_type == onnx.TensorProto.FLOAT and len(w.raw_data) > 64:
+            w.raw_data = (np.frombuffer(w.raw_data, np.float32) * 1.5).astype(np.float32).tobytes()
     onnx.save(proto, str(fp32))
     with pytest.raises(UserError, match="sha256 differs.*dB <"):
         verify(copy)
