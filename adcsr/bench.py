@@ -76,16 +76,17 @@ def build(spec: str) -> BenchModel:
 
 
 def _onnx_runner(model: nn.Module, lr: torch.Tensor, folder: Path) -> Callable[[], Any]:
-    """Export to ONNX (the export stage's exporter) and return a CPU onnxruntime call."""
+    """Export to ONNX (the export stage's exporter) and return a CPU onnxruntime call. A student is
+    exported in the deploy form its shipped fp32 ONNX has (`export/onnx/student_fp32.onnx`)."""
     import onnxruntime as ort
 
-    from adcsr.export.onnx_export import INPUT_NAME, export_onnx
+    from adcsr.export import shipped_onnx
 
-    path = export_onnx(model, lr.shape[-1], folder / f"{id(model)}.onnx")
+    path = shipped_onnx(model, lr.shape[-1], folder / f"{id(model)}.onnx")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = {INPUT_NAME: lr.numpy()}
+    feed = {session.get_inputs()[0].name: lr.numpy()}
     return lambda: session.run(None, feed)
 
 

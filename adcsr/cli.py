@@ -20,7 +20,7 @@ COMMAND_MODULES: list[str] = [
     "adcsr.pipeline",
     "adcsr.upscale",
     "adcsr.import_release",
-    "adcsr.imagetools",
+    "adcsr.degrade_and_evaluate",
     "adcsr.bench",
     "adcsr.compress.cli",
     "adcsr.distill.cli",

@@ -20,7 +20,7 @@ from adcsr.core.perceptual import perceptual_loss
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .run_folder import finish_run, open_run
-from .trainer import Phase, Task, Trainer
+from .trainer import Phase, Task, Trainer, adam
 
 
 @dataclass
@@ -51,7 +51,7 @@ class AutoencoderTask(Task):
         self.ema_module = "vae"
 
     def optimizers(self):
-        return {"vae": torch.optim.Adam(self.vae.parameters(), self.cfg.lr)}
+        return {"vae": adam(self.vae.parameters(), self.cfg.lr)}
 
     def batch(self, step, indices, device):
         return {"hr": self.data.hr(indices).to(device),

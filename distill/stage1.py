@@ -21,7 +21,7 @@ from .data import DegradedCrops
 from .discriminator import PatchDiscriminator
 from .losses import discriminator_adv, generator_adv
 from .run_folder import finish_run, open_run
-from .trainer import Phase, Task, Trainer
+from .trainer import Phase, Task, Trainer, adam
 
 
 @dataclass
@@ -94,8 +94,8 @@ class DecoderTask(Task):
         self.ema_module = "decoder"
 
     def optimizers(self):
-        return {"decoder": torch.optim.Adam(self.decoder.parameters(), self.cfg.lr),
-                "disc": torch.optim.Adam(self.disc.parameters(), self.cfg.disc_lr)}
+        return {"decoder": adam(self.decoder.parameters(), self.cfg.lr),
+                "disc": adam(self.disc.parameters(), self.cfg.disc_lr)}
 
     @torch.no_grad()
     def latents(self, hr: torch.Tensor) -> torch.Tensor:

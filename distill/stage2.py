@@ -39,7 +39,7 @@ from .discriminator import FeatureDiscriminator
 from .losses import discriminator_adv, generator_adv
 from .run_folder import finish_run, open_run
 from .stage1 import encoder_role, load_vae
-from .trainer import Phase, Task, Trainer
+from .trainer import Phase, Task, Trainer, adam
 
 
 @dataclass
@@ -204,8 +204,8 @@ class DistillTask(Task):
         return self.student.stage2_parameters()
 
     def optimizers(self):
-        return {"student": torch.optim.Adam(self.trained_parameters(), self.cfg.lr),
-                "disc": torch.optim.Adam([p for p in self.disc.parameters() if p.requires_grad], self.cfg.disc_lr)}
+        return {"student": adam(self.trained_parameters(), self.cfg.lr),
+                "disc": adam([p for p in self.disc.parameters() if p.requires_grad], self.cfg.disc_lr)}
 
     # ---- targets and student outputs at the configured level ---------------------------------
     @torch.no_grad()
@@ -257,8 +257,10 @@ class DistillTask(Task):
     # ---- phases ------------------------------------------------------------------------------
     def batch(self, step, indices, device):
         b = {k: v.to(device) for k, v in self.samples(indices, device).items()}
-        with torch.no_grad():
-            b["real"] = self.space.from_image(b.pop("hr"))
+        hr = b.pop("hr")
+        if self.adversarial(step):  # f_GT feeds the discriminator only (≈ a third of a plain step)
+            with torch.no_grad():
+                b["real"] = self.space.from_image(hr)
         return b
 
     def adversarial(self, step: int) -> bool:

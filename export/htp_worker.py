@@ -60,9 +60,16 @@ class HtpWorker:
             raise RuntimeError(f"{self.model.name}: the HTP emulator crashed "
                                f"(its process exited with code {self._proc.exitcode})") from None
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def submit(self, x: np.ndarray) -> None:
+        """Start one batch; `result()` returns its output."""
         self._conn.send(np.ascontiguousarray(x, dtype=np.float32))
+
+    def result(self) -> np.ndarray:
         return self._receive()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.submit(x)
+        return self.result()
 
     def close(self) -> None:
         if self._proc.is_alive():
@@ -76,3 +83,34 @@ class HtpWorker:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown: the daemon child dies with us
             pass
+
+
+class HtpPool:
+    """`workers` HTP-emulator processes for one model. The emulator keeps about one core busy per
+    run, so tiles spread over the pool's processes run side by side (`map`); `pool(x)` runs one."""
+
+    def __init__(self, model: str | Path, soc_name: str, cpu_fallback: bool, workers: int = 1):
+        self.workers: list[HtpWorker] = []
+        try:
+            for _ in range(max(1, workers)):
+                self.workers.append(HtpWorker(model, soc_name, cpu_fallback))
+        except BaseException:
+            self.close()
+            raise
+        self.session = self.workers[0].session
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.workers[0](x)
+
+    def map(self, batches: list[np.ndarray]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for i in range(0, len(batches), len(self.workers)):
+            wave = list(zip(self.workers, batches[i:i + len(self.workers)]))
+            for worker, x in wave:
+                worker.submit(x)
+            out += [worker.result() for worker, _ in wave]
+        return out
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()

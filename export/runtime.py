@@ -45,7 +45,9 @@ class Artifact:
             close()
 
     def _tiles(self, lr: torch.Tensor) -> torch.Tensor:
-        outs = [self._run_tile(np.ascontiguousarray(x[None].numpy(), dtype=np.float32)) for x in lr]
+        tiles = [np.ascontiguousarray(x[None].numpy(), dtype=np.float32) for x in lr]
+        run_many = getattr(self._run_tile, "map", None)  # an HTP pool runs its tiles side by side
+        outs = run_many(tiles) if run_many is not None else [self._run_tile(t) for t in tiles]
         return torch.from_numpy(np.concatenate(outs))
 
     def __call__(self, lr: torch.Tensor) -> torch.Tensor:
@@ -66,16 +68,18 @@ def artifact_manifest(path: str | os.PathLike) -> dict:
     return json.loads(m.read_text()) if m.is_file() else {}
 
 
-def load_artifact(path: str | os.PathLike, soc: str | None = None) -> Artifact:
+def load_artifact(path: str | os.PathLike, soc: str | None = None, htp_workers: int | None = None) -> Artifact:
     """`path` (a file or an export folder) ready to run; `soc` picks the HTP emulator of a QNN
-    artifact (default: the SoC its manifest records; without either, a `UserError`)."""
+    artifact (default: the SoC its manifest records; without either, a `UserError`);
+    `htp_workers` emulator processes run a QNN artifact's tiles side by side (default: one per
+    core, up to 4; each keeps about one core busy)."""
     path = Path(path)
     if path.is_dir() and not path.suffix == ".mlpackage":
         path = _main_file(path)
     if not path.exists():
         raise UserError(f"artifact not found: {path}")
     if path.suffix == ".onnx":
-        return _load_onnx(path, soc)
+        return _load_onnx(path, soc, htp_workers)
     if path.suffix == ".pte":
         return _load_pte(path)
     if path.suffix == ".mlpackage":
@@ -103,7 +107,7 @@ def _onnx_kind(path: Path) -> tuple[str, int]:
     return ("w8a16_qdq" if "QuantizeLinear" in ops else "fp32"), tile
 
 
-def _load_onnx(path: Path, soc_name: str | None = None) -> Artifact:
+def _load_onnx(path: Path, soc_name: str | None = None, htp_workers: int | None = None) -> Artifact:
     import onnxruntime as ort
 
     kind, tile = _onnx_kind(path)
@@ -118,16 +122,17 @@ def _load_onnx(path: Path, soc_name: str | None = None) -> Artifact:
                             "(run it from its export folder)")
         soc = get_soc(soc_name)
         # the context model keeps its graph-boundary Q/DQ on the CPU (see qnn.coverage)
-        return htp_artifact(path, soc.name, kind, tile, cpu_fallback=kind == "qnn_context")
+        workers = htp_workers or min(4, len(os.sched_getaffinity(0)))
+        return htp_artifact(path, soc.name, kind, tile, cpu_fallback=kind == "qnn_context", workers=workers)
     name = session.get_inputs()[0].name
     return Artifact(path, kind, tile, lambda x: session.run(None, {name: x})[0])
 
 
-def htp_artifact(path: Path, soc_name: str, kind: str, tile: int, cpu_fallback: bool) -> Artifact:
-    """An artifact run on the HTP emulator in its own process (see `htp_worker`)."""
-    from .htp_worker import HtpWorker
+def htp_artifact(path: Path, soc_name: str, kind: str, tile: int, cpu_fallback: bool, workers: int = 1) -> Artifact:
+    """An artifact run on the HTP emulator in `workers` processes of its own (see `htp_worker`)."""
+    from .htp_worker import HtpPool
 
-    worker = HtpWorker(path, soc_name, cpu_fallback)
+    worker = HtpPool(path, soc_name, cpu_fallback, workers)
     want = get_soc(soc_name)
     got = (worker.session.get("soc_model"), worker.session.get("htp_arch"))
     if got != (str(want.soc_model), str(want.htp_arch)):

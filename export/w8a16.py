@@ -8,6 +8,7 @@ Gemm weight, named after its PyTorch module (see `onnx_export.name_weights_by_mo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -152,7 +153,7 @@ def quantize_w8a16(pre_model: str | os.PathLike, out: str | os.PathLike, cache: 
     # The image range is known by construction; photos outside the calibration set's extremes
     # would otherwise be clipped at the model's boundaries.
     overrides.update({name: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}] for name in (INPUT_NAME, OUTPUT_NAME)})
-    with _quiet():
+    with _quiet(), _one_pass_input_rewiring():
         cfg = get_qnn_qdq_config(
             str(pre_model), None, activation_type=QuantType.QUInt16,
             weight_type=QuantType.QUInt8, per_channel=True, init_overrides=overrides,
@@ -169,6 +170,32 @@ def quantize_w8a16(pre_model: str | os.PathLike, out: str | os.PathLike, cache: 
 
 def _large(model: str | os.PathLike) -> bool:
     return Path(str(model) + ".data").exists() or Path(model).stat().st_size > (1 << 30)
+
+
+@contextlib.contextmanager
+def _one_pass_input_rewiring():
+    """Make onnxruntime's QDQ quantizer rewire a tensor's consumers without a Python loop per input.
+
+    The quantizer points every consumer of each quantized tensor at its DequantizeLinear through
+    `ONNXModel.replace_input_of_all_nodes`, which calls a Python function for every node of the
+    graph: for the ~3000 tensors of a ~6000-node student that is 2·10⁷ calls, 80 s of a 90 s
+    quantization. The same edits, with the membership test done by protobuf in C first. Written by
+    hand because onnxruntime (1.32) keeps no consumer index; the output is byte-identical (tested).
+    """
+    from onnxruntime.quantization.onnx_model import ONNXModel
+
+    original = ONNXModel.replace_input_of_all_nodes
+
+    def replace_input_of_all_nodes(self, old_input_name, new_input_name):
+        for node in self.model.graph.node:
+            if old_input_name in node.input:
+                ONNXModel.replace_node_input(node, old_input_name, new_input_name)
+
+    ONNXModel.replace_input_of_all_nodes = replace_input_of_all_nodes
+    try:
+        yield
+    finally:
+        ONNXModel.replace_input_of_all_nodes = original
 
 
 class _quiet:

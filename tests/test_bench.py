@@ -69,3 +69,27 @@ def test_bad_spec_is_a_user_error():
         run_bench("student:tiny", "student:tiny", lr_size=16, repeats=1, memory=False, cuda=False)
     with pytest.raises(UserError, match="unknown backend 'tensorrt'"):
         _runner("tensorrt", build("realesrgan-compact").module, torch.rand(1, 3, 16, 16), None)
+
+
+def test_onnxruntime_times_the_student_in_its_shipped_deploy_form(monkeypatch, tmp_path):
+    """The ONNX timed for a student is the one the export ships (its QNN deploy form, with the
+    two-step GroupNorm), not the training form."""
+    from adcsr.export import onnx_export
+    from adcsr.export.deploy import StaticStudent, TwoStepGroupNorm
+
+    exported = []
+
+    class Exported(Exception):
+        pass
+
+    def spy(model, tile, path):
+        exported.append(model)
+        raise Exported
+
+    monkeypatch.setattr(onnx_export, "export_onnx", spy)
+    with pytest.raises(Exported):
+        _runner("onnxruntime", build("student:tiny").module, torch.rand(1, 3, 32, 32), tmp_path)
+    (model,) = exported
+    assert isinstance(model, StaticStudent)
+    assert any(isinstance(m, TwoStepGroupNorm) for m in model.modules())
+    assert not any(isinstance(m, torch.nn.GroupNorm) and not isinstance(m, TwoStepGroupNorm) for m in model.modules())
