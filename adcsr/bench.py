@@ -288,12 +288,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="teacher vs student latency and memory, side by side",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=("tiny", "sd21"), default="tiny",
-                   help="default pair: osediff:PRESET vs student:PRESET (random weights)")
+                   help="the pair timed when no --teacher/--student is given: osediff:PRESET vs "
+                        "student:PRESET (random weights)")
     p.add_argument("--teacher", help="teacher spec (overrides --preset's)")
     p.add_argument("--student", help="student spec (overrides --preset's)")
     p.add_argument("--lr-size", type=int, default=128, help="LR side in pixels (default 128 → 512)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per model and backend (the median is reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per model before timing")
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=BACKENDS,
                    help="CPU backends, each timed teacher-vs-student interleaved (default: torch onnxruntime); "
                         "torch-channels-last and torch-compile (inductor, frozen weights) are PyTorch's "

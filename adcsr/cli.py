@@ -28,6 +28,69 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+# Each subcommand's --help ends with these (kept here, beside the command list, so that every
+# command has one and a test can check it).
+EXAMPLES: dict[str, str] = {
+    "pipeline": """\
+  adcsr pipeline                                   # the embedded default, into runs/default/
+  adcsr pipeline adcsr/configs/pipeline-quality.yaml --run-dir runs/quality
+  adcsr pipeline --run-dir runs/default --from stage2   # retrain stage 2, redo export and report
+  adcsr pipeline --only report                     # stages: autoencoder, compress, stage1,
+                                                   # stage2, export, report""",
+    "upscale": """\
+  adcsr upscale photo.jpg photo_x4.png --student runs/default/stage2/train/student
+  adcsr upscale photos/ out/ --teacher realesrgan          # a folder, sub-folders kept
+  adcsr upscale photo.jpg x4.png --artifact runs/default/export/artifacts/qnn-SM8750""",
+    "import-release": """\
+  adcsr import-release net_params_200.pkl halfDecoder.ckpt --out students/adcsr-release""",
+    "degrade": """\
+  adcsr degrade hr/*.png lr/ --seed 0          # ×4 LR images with the Real-ESRGAN degradation""",
+    "evaluate": """\
+  adcsr evaluate sr/ hr/ --json scores.json    # PSNR/SSIM on Y and NIQE, matched by file name""",
+    "bench": """\
+  adcsr bench --teacher realesrgan --student student:runs/default/stage2/train/student
+  adcsr bench --preset sd21 --lr-size 64 --backends torch onnxruntime""",
+    "compress": """\
+  adcsr compress --teacher tiny --out runs/compress          # random-weight preset teacher
+  adcsr compress --teacher /models/sd21-base --out runs/compress --criterion taylor""",
+    "distill stage0": """\
+  adcsr distill stage0 distill/configs/stage0-ci.yaml""",
+    "distill stage1": """\
+  adcsr distill stage1 distill/configs/stage1-full.yaml
+  adcsr distill stage1 distill/configs/stage1-full.yaml --resume   # after a kill""",
+    "distill stage2": """\
+  adcsr distill stage2 distill/configs/stage2-full.yaml
+  accelerate launch --num_processes 8 -m adcsr distill stage2 distill/configs/stage2-full.yaml""",
+    "export qnn": """\
+  adcsr export qnn runs/default/stage2/train/student --out exports/ --soc SM8650 --tile 64""",
+    "export executorch": """\
+  adcsr export executorch runs/default/stage2/train/student --out exports/""",
+    "export coreml": """\
+  adcsr export coreml runs/default/stage2/train/student --out exports/""",
+    "export all": """\
+  adcsr export all runs/default/stage2/train/student --out exports/ --jobs 3""",
+    "export verify": """\
+  adcsr export verify exports/qnn-SM8750       # re-run it against the student it records""",
+}
+
+
+def _finish_help(parser: argparse.ArgumentParser, path: str = "") -> None:
+    """Give every subcommand its examples epilog and show every option's default."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for action in parser._actions:
+        default = action.default
+        if (action.help and action.option_strings and "default" not in action.help
+                and default is not None and default is not False and default != argparse.SUPPRESS):
+            shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+            action.help += f" (default: {shown})"
+    if path in EXAMPLES:
+        parser.epilog = "examples:\n" + EXAMPLES[path]
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for sub in subs:
+        for name, child in sub.choices.items():
+            _finish_help(child, f"{path} {name}".strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adcsr",
@@ -37,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
+    _finish_help(parser)
     return parser
 
 

@@ -122,29 +122,11 @@ def _curves(ctx: StageContext) -> dict[str, dict[str, list[float]]]:
 
 
 def _artifacts(ctx: StageContext) -> list[dict[str, Any]]:
-    """One row per exported file, from the manifests the export stage verified and wrote."""
-    rows = []
-    for key, folder in sorted(ctx.inputs.items()):
-        if not key.startswith("export."):
-            continue
-        manifest = json.loads((folder / "manifest.json").read_text())
-        coverage = (manifest.get("htp_coverage") or {}).get("htp_fraction")
-        for a in manifest.get("artifacts", []):
-            parity = a.get("psnr_db", a.get("psnr_db_htp_emulator", a.get("psnr_db_pytorch")))
-            if a.get("kind", "").endswith(("_bin", "_weights")):
-                continue
-            scheme = "W8A16" if "w8a16" in a["file"] or a.get("kind") in ("qnn_context", "qnn_16a8w") else "fp32"
-            rows.append({"name": a["file"], "target": manifest.get("target"), "scheme": scheme,
-                         "size_bytes": size_on_disk(folder / a["file"]) + sum(
-                             size_on_disk(folder / b["file"]) for b in manifest["artifacts"]
-                             if b.get("kind") == "qnn_context_bin" and a.get("kind") == "qnn_context"),
-                         "parity_psnr_db": parity, "htp_coverage": coverage if a.get("kind") == "qnn_context" else None})
-        pte_quant = manifest.get("qnn_pte_quantization")
-        if pte_quant and not any(a.get("kind") == "qnn_16a8w" for a in manifest.get("artifacts", [])):
-            rows.append({"name": "QNN .pte's 16a8w graph (run in PyTorch; not lowered: no QNN SDK)",
-                         "target": manifest.get("target"), "scheme": "W8A16", "size_bytes": None,
-                         "parity_psnr_db": pte_quant["psnr_db_pytorch"], "htp_coverage": None})
-    return rows
+    """One row per exported file, as the export stage summarises the folders it verified."""
+    from adcsr.export import artifact_rows
+
+    return [row for key, folder in sorted(ctx.inputs.items()) if key.startswith("export.")
+            for row in artifact_rows(folder)]
 
 
 def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, teacher_options: dict[str, Any],

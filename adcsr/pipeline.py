@@ -246,7 +246,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="pipeline YAML (sections override the embedded default)")
     p.add_argument("--run-dir", help="run folder (overrides the config's run_dir)")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--from", dest="start", metavar="STAGE", help="rerun from this stage on")
+    stages = "autoencoder (only without sd_folder), compress, stage1, stage2, export, report"
+    group.add_argument("--from", dest="start", metavar="STAGE", help=f"rerun from this stage on: {stages}")
     group.add_argument("--only", metavar="STAGE", help="rerun only this stage (its inputs must exist)")
     p.set_defaults(func=_main)
 

@@ -55,7 +55,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--color-fix", choices=COLOR_FIXES, default=None,
                    help="colour correction to the LR image (default: the model's own: adain for a student, its artifacts "
                         "and osediff, none for Real-ESRGAN)")
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present, else the CPU), cpu, "
+                   "cuda, cuda:1, ... (default: auto)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     p.set_defaults(func=run)
 
@@ -109,6 +110,19 @@ def plan_outputs(files: list[tuple[Path, Path]], output: str, force: bool) -> tu
     return dests, folder
 
 
+def resolve_device(name: str) -> str:
+    """`auto` → "cuda" when a CUDA device is usable, else "cpu"; any other name as given."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: not a torch device (auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here (use auto or cpu)")
+    return name
+
+
 def load_model(args: argparse.Namespace) -> Source:
     """The model named by --teacher, --student or --artifact, with its tiling."""
     if args.artifact:
@@ -118,11 +132,12 @@ def load_model(args: argparse.Namespace) -> Source:
     if tile < 0 or overlap < 0 or (tile and overlap * 2 >= tile):
         raise UserError("--tile must be >= 0 (0 = whole image) and --overlap less than half of it")
     tile = tile or 1 << 30
+    device = resolve_device(args.device)
     if args.teacher:
         from adcsr.core.models.teachers import get_teacher
 
         opts = _teacher_options(args.teacher_opt)
-        opts.setdefault("device", args.device)
+        opts.setdefault("device", device)
         teacher = get_teacher(args.teacher, **opts)
         return Source(teacher.forward_tile, tile, overlap, teacher.size_multiple, teacher.describe(),
                       getattr(teacher, "default_color_fix", "none"))
@@ -130,10 +145,10 @@ def load_model(args: argparse.Namespace) -> Source:
         raise UserError(f"{args.student} is not a student folder (no config.json)")
     from adcsr.core.models.student import AdcSRStudent
 
-    student = AdcSRStudent.from_pretrained(args.student).to(args.device).eval()
+    student = AdcSRStudent.from_pretrained(args.student).to(device).eval()
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return student(x.to(args.device)).clamp(0, 1).cpu()
+        return student(x.to(device)).clamp(0, 1).cpu()
 
     return Source(forward, tile, overlap, student.size_multiple, {"name": "student", "folder": str(args.student)},
                   student.default_color_fix)
@@ -199,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
         tile = 0 if source.tile >= 1 << 30 else source.tile  # 0: the whole image
         write_manifest(Path(args.output) / "manifest.json", command="upscale", model=described, color_fix=fix,
                        tile=tile, overlap=source.overlap, written=written, failed=[str(f) for f in failed])
+    done = len(files) - len(failed)
+    print(f"adcsr upscale: wrote {done} image{'s' if done != 1 else ''} to {args.output} "
+          f"({Path(args.output) / 'manifest.json'} lists them)" if folder else f"adcsr upscale: wrote {dests[0]}")
     if failed:
         names = ", ".join(str(f) for f in failed)
         print(f"adcsr upscale: error: {len(failed)} of {len(files)} inputs failed ({names})", file=sys.stderr)

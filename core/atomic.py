@@ -1,7 +1,10 @@
 """Write files and folders so that a crash or a failed check never leaves half an output behind.
 
 Everything is written under a temporary name in the destination's own folder (same file system,
-so the final `os.replace` is atomic) and renamed only once it is complete.
+so the final `os.replace` is atomic) and renamed only once it is complete. The temporary names
+come from `mkstemp` / `mkdtemp`, which are private (0600 / 0700); what is renamed into place gets
+the mode a plain `open` / `mkdir` would have given it under the process's umask (0644 / 0755 by
+default), so reports, artifacts and checkpoints can be shared.
 """
 
 from __future__ import annotations
@@ -12,6 +15,17 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(path: Path, base: int) -> None:
+    """Give `path` the mode `base` (0o666 for files, 0o777 for folders) less the umask."""
+    os.chmod(path, base & ~_umask())
 
 
 @contextlib.contextmanager
@@ -29,6 +43,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            _publish(tmp_path, 0o666)
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
@@ -63,6 +79,7 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
         yield tmp
+        _publish(tmp, 0o777)
         if dest.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
             os.replace(dest, old / dest.name)

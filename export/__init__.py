@@ -4,7 +4,8 @@ PyTorch.
 The face: `export(student, out, targets, cfg)` writes and verifies each target's folder;
 `ExportConfig` / `load_export_config` its settings; `TARGETS` the target names; `verify(folder)`
 re-checks an exported folder against its manifest's thresholds; `load_artifact(path)` runs one;
-`shipped_onnx(model, tile, path)` writes a model's fp32 ONNX as the export ships it.
+`shipped_onnx(model, tile, path)` writes a model's fp32 ONNX as the export ships it;
+`artifact_rows(folder)` summarises an exported folder, a row per shipped file.
 Imported on first use (core/faces.py).
 """
 
@@ -13,4 +14,5 @@ from adcsr.core.faces import lazy_face
 __getattr__, __all__ = lazy_face(__name__, {
     "export": "targets", "TARGETS": "targets", "ExportConfig": "config", "load_export_config": "config",
     "verify": "verify", "load_artifact": "runtime", "shipped_onnx": "onnx_export",
+    "artifact_rows": "summary",
 })

@@ -31,8 +31,8 @@ def test_one_photo_is_upscaled_x4_and_not_overwritten_without_force(photos, tmp_
     # an SR of this photo: its 4x downscale is close to the input, far closer than a grey image
     back = F.interpolate(sr[None], scale_factor=0.25, mode="area")[0]
     assert (back - lr).abs().mean() < 0.05 < (lr - lr.mean()).abs().mean()
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"adcsr upscale: wrote {out}"
     before = out.read_bytes()
-    capsys.readouterr()
     assert main(["upscale", str(src), str(out), "--teacher", "realesrgan-compact"]) == 2
     err = capsys.readouterr().err.strip()
     assert "already exists" in err and "--force" in err and len(err.splitlines()) == 1
@@ -45,8 +45,9 @@ def test_a_folder_with_a_corrupt_file_writes_the_rest_and_fails(photos, tmp_path
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "out"
     assert main(["upscale", str(photos), str(out), "--teacher", "realesrgan-compact"]) == 2
-    err = capsys.readouterr().err
-    assert "broken.png" in err and "1 of 3 inputs failed" in err
+    captured = capsys.readouterr()
+    assert "broken.png" in captured.err and "1 of 3 inputs failed" in captured.err
+    assert f"adcsr upscale: wrote 2 images to {out} ({out / 'manifest.json'} lists them)" in captured.out
     assert read_image(out / "cat.png").shape == (3, 120, 160)
     assert read_image(out / "sub" / "flower.png").shape == (3, 96, 160)
     assert not (out / "broken.png").exists()
@@ -63,6 +64,7 @@ def test_a_folder_with_a_corrupt_file_writes_the_rest_and_fails(photos, tmp_path
     (["{cat}", "o.txt", "--teacher", "realesrgan"], "cannot write"),
     (["{cat}", "{cat}", "--teacher", "realesrgan"], "overwrite its input"),
     (["{cat}", "o.png", "--student", "{in}"], "not a student folder"),
+    (["{cat}", "o.png", "--teacher", "realesrgan", "--device", "gpu"], "not a torch device"),
 ])
 def test_bad_input_is_one_line_exit_2(photos, tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -116,3 +118,10 @@ def test_above_the_stream_threshold_only_streamable_outputs(photos, tmp_path, mo
     assert not (tmp_path / out).exists()
     assert main(argv[:2] + [str(tmp_path / "o.png"), *argv[3:5]]) == 0  # streamed to PNG instead
     assert read_image(tmp_path / "o.png").shape == (3, 120, 160)
+
+
+def test_device_auto_picks_cuda_only_when_present():
+    from adcsr.upscale import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu"

@@ -1,0 +1,43 @@
+"""One summary row per shipped file of an export folder, read from the manifest the export wrote
+(the schema is this stage's: readers such as the pipeline's report take these rows, not keys)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from adcsr.core.manifest import size_on_disk
+
+from .runtime import MANIFEST
+
+_W8A16_KINDS = ("qnn_context", "qnn_16a8w")
+
+
+def artifact_rows(folder: str | Path) -> list[dict[str, Any]]:
+    """{name, target, scheme, size_bytes, parity_psnr_db, htp_coverage} for each runnable or
+    shippable file of `folder` (a QNN context model's size includes its context binaries); the
+    QNN `.pte`'s 16a8w graph gets a row of its own when no SDK lowered it (parity in PyTorch)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    files = manifest.get("artifacts", [])
+    coverage = (manifest.get("htp_coverage") or {}).get("htp_fraction")
+    bins = sum(size_on_disk(folder / b["file"]) for b in files if b.get("kind") == "qnn_context_bin")
+    rows = []
+    for a in files:
+        kind = a.get("kind", "")
+        if kind.endswith(("_bin", "_weights")):
+            continue
+        rows.append({
+            "name": a["file"], "target": manifest.get("target"),
+            "scheme": "W8A16" if "w8a16" in a["file"] or kind in _W8A16_KINDS else "fp32",
+            "size_bytes": size_on_disk(folder / a["file"]) + (bins if kind == "qnn_context" else 0),
+            "parity_psnr_db": a.get("psnr_db", a.get("psnr_db_htp_emulator", a.get("psnr_db_pytorch"))),
+            "htp_coverage": coverage if kind == "qnn_context" else None,
+        })
+    pte_quant = manifest.get("qnn_pte_quantization")
+    if pte_quant and not any(a.get("kind") == "qnn_16a8w" for a in files):
+        rows.append({"name": "QNN .pte's 16a8w graph (run in PyTorch; not lowered: no QNN SDK)",
+                     "target": manifest.get("target"), "scheme": "W8A16", "size_bytes": None,
+                     "parity_psnr_db": pte_quant["psnr_db_pytorch"], "htp_coverage": None})
+    return rows
