@@ -13,6 +13,7 @@ same data-parallel update.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -263,11 +264,26 @@ class Trainer:
         t = self.acc.reduce(torch.tensor([logs[k] for k in keys], device=self.acc.device), "mean")
         return dict(zip(keys, t.tolist()))
 
+    @contextlib.contextmanager
+    def _saved_weights(self):
+        """With EMA on, the EMA copy's weights in the live module for the duration (what is saved
+        is what is evaluated); the live weights are put back exactly afterwards."""
+        if self.ema is None:
+            yield
+            return
+        live = self.task.modules[self.task.ema_module]
+        kept = {k: v.detach().clone() for k, v in live.state_dict().items()}
+        live.load_state_dict(self.ema.module.state_dict())
+        try:
+            yield
+        finally:
+            live.load_state_dict(kept)
+
     def _evaluate(self, writer) -> None:
         if self.acc.is_main_process:
             for m in self.task.modules.values():
                 m.eval()
-            with torch.no_grad():
+            with torch.no_grad(), self._saved_weights():
                 metrics, images = self.task.evaluate(self.step)
             for m in self.task.modules.values():
                 m.train()

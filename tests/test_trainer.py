@@ -270,3 +270,14 @@ if __name__ == "__main__":
     a = ap.parse_args()
     extra = {"ema_decay": 0.0} if a.steps != TOY["steps"] else {}
     train(a.run_dir, resume=a.resume, sleep=a.sleep, steps=a.steps, grad_accum=a.accum, **extra)
+
+
+def test_with_ema_the_evaluation_measures_the_saved_ema_weights(tmp_path):
+    tr = train(tmp_path / "run", steps=8, eval_every=8, checkpoint_every=8)
+    x = torch.rand(2, 3, 12, 12, generator=torch.Generator().manual_seed(1))
+    final, live = tr.final_modules()["g"], tr.task.g
+    assert final is not live
+    with torch.no_grad():
+        saved_l1 = float((final(x) - tr.task.target(x)).abs().mean())
+        live_l1 = float((live(x) - tr.task.target(x)).abs().mean())
+    assert tr.history[-1]["l1"] == saved_l1 != live_l1
