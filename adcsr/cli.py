@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "adcsr.compress.cli",
     "adcsr.distill.cli",
     "adcsr.export.cli",
+    "adcsr.hub_command",
 ]
 
 
@@ -71,6 +72,17 @@ EXAMPLES: dict[str, str] = {
   adcsr export all runs/default/stage2/train/student --out exports/ --jobs 3""",
     "export verify": """\
   adcsr export verify exports/qnn-SM8750       # re-run it against the student it records""",
+    "hub compile": """\
+  adcsr hub compile runs/default/export/artifacts/onnx --device SM8650""",
+    "hub profile": """\
+  adcsr hub profile runs/default/export/artifacts/onnx --graphs whole
+  adcsr hub profile runs/default/export/artifacts/onnx --chipset qualcomm-snapdragon-8gen3""",
+    "hub infer": """\
+  adcsr hub infer runs/default/export/artifacts/onnx --quantize hub   # AI Hub quantizes the fp32 ONNX""",
+    "hub run": """\
+  qai-hub configure --api_token YOUR_TOKEN                  # once: writes ~/.qai_hub/client.ini
+  adcsr hub run runs/default/export/artifacts/onnx          # Galaxy S25 (SM8750), QNN context binary
+  adcsr hub run runs/default/stage2/train/student --tile 128 --runtime precompiled_qnn_onnx""",
 }
 
 

@@ -129,6 +129,15 @@ def _artifacts(ctx: StageContext) -> list[dict[str, Any]]:
             for row in artifact_rows(folder)]
 
 
+def _phones(ctx: StageContext) -> list[dict[str, Any]]:
+    """The hub stage's AI Hub rows, when the run had one."""
+    if "hub.results" not in ctx.inputs:
+        return []
+    from adcsr.hub import hub_rows
+
+    return hub_rows(ctx.input("hub.results"))
+
+
 def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, teacher_options: dict[str, Any],
                  seed: int, subtitle: str, run_notes: list[str]) -> tuple[Path, Path]:
     """Measure the teacher (`teacher_name` built with `teacher_options`), the run's student
@@ -223,6 +232,7 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
         "models": models,
         "checks": checks,
         "artifacts": _artifacts(ctx),
+        "phones": _phones(ctx),
         "published": PUBLISHED,
         "crops": crops,
         "curves": _curves(ctx),

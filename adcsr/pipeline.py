@@ -32,6 +32,21 @@ class ExportSettings:
 
 
 @dataclass
+class HubSettings:
+    """`adcsr hub` as a stage after export (off by default; it needs an AI Hub token, checked
+    before anything runs). The fields are `adcsr hub`'s options."""
+
+    enabled: bool = False
+    step: Literal["compile", "profile", "infer", "run"] = "run"
+    device: Optional[str] = "Samsung Galaxy S25 (Family)"
+    chipset: Optional[str] = None  # a chipset attribute instead of a device name
+    runtime: Literal["qnn_context_binary", "precompiled_qnn_onnx", "qnn_dlc", "tflite"] = "qnn_context_binary"
+    quantize: Literal["auto", "hub", "local", "none"] = "auto"
+    quantize_io: bool = False
+    graphs: list[str] = field(default_factory=lambda: ["whole", "features", "decode"])
+
+
+@dataclass
 class PipelineConfig:
     run_dir: str = "runs/default"
     seed: int = 0
@@ -50,6 +65,7 @@ class PipelineConfig:
     stage2: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage2.Stage2Config fields
     export: ExportSettings = field(default_factory=ExportSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    hub: HubSettings = field(default_factory=HubSettings)
 
 
 def load_pipeline_config(source: str | Path | dict | None = None) -> PipelineConfig:
@@ -95,6 +111,19 @@ def _validate_sections(cfg: PipelineConfig) -> None:
         load_config(ExportConfig, cfg.export.options)
     except UserError as e:
         raise UserError(f"pipeline config, export.options: {e}") from None
+    if cfg.hub.enabled:
+        from adcsr.hub import require_credentials
+
+        if "qnn" not in cfg.export.targets and cfg.hub.quantize == "local":
+            raise UserError("pipeline config, hub: quantize 'local' needs the qnn export target (its W8A16 ONNX)")
+        bad_graphs = [g for g in cfg.hub.graphs if g not in ("whole", "features", "decode")]
+        if bad_graphs or not cfg.hub.graphs:
+            raise UserError(f"pipeline config, hub.graphs: unknown graph {bad_graphs[0] if bad_graphs else '(none)'!r}"
+                            " (known: whole, features, decode)")
+        try:
+            require_credentials()
+        except UserError as e:
+            raise UserError(f"pipeline config, hub is enabled but {e}") from None
     bad = [t for t in cfg.export.targets if t not in TARGETS]
     if bad or not cfg.export.targets:
         raise UserError(f"pipeline config, export.targets: unknown target {bad[0] if bad else '(none)'!r} "
@@ -191,6 +220,22 @@ def _stage_export(cfg: PipelineConfig):
     return run
 
 
+def _stage_hub(cfg: PipelineConfig):
+    def run(ctx: StageContext) -> dict[str, Path]:
+        from adcsr.hub import require_credentials
+        from adcsr.hub_command import send_to_hub
+
+        h = cfg.hub
+        out = ctx.dir / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        send_to_hub(require_credentials(), ctx.input("export.onnx"), out, step=h.step,
+                    device=None if h.chipset else h.device, chipset=h.chipset, runtime=h.runtime,
+                    quantize=h.quantize, quantize_io=h.quantize_io, graphs=h.graphs)
+        return {"results": out}
+
+    return run
+
+
 def _stage_report(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
         from adcsr.distill import Stage2Config
@@ -224,9 +269,12 @@ def build_pipeline(cfg: PipelineConfig) -> Pipeline:
               needs=(*first, "compress", "stage1"), external_inputs=sd),
         Stage("export", _stage_export(cfg), settings={"targets": cfg.export.targets, **cfg.export.options},
               needs=("stage2",)),
-        Stage("report", _stage_report(cfg), settings={**common, **vars(cfg.report), "stage2": cfg.stage2},
-              needs=(*first, "compress", "stage1", "stage2", "export")),
     ]
+    hub = ("hub",) if cfg.hub.enabled else ()
+    if cfg.hub.enabled:  # the token is not a setting: it is never part of a fingerprint or manifest
+        stages.append(Stage("hub", _stage_hub(cfg), settings=vars(cfg.hub), needs=("export",)))
+    stages.append(Stage("report", _stage_report(cfg), settings={**common, **vars(cfg.report), "stage2": cfg.stage2},
+                        needs=(*first, "compress", "stage1", "stage2", "export", *hub)))
     return Pipeline(cfg.run_dir, stages)
 
 
@@ -246,7 +294,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="pipeline YAML (sections override the embedded default)")
     p.add_argument("--run-dir", help="run folder (overrides the config's run_dir)")
     group = p.add_mutually_exclusive_group()
-    stages = "autoencoder (only without sd_folder), compress, stage1, stage2, export, report"
+    stages = "autoencoder (only without sd_folder), compress, stage1, stage2, export, hub (when enabled), report"
     group.add_argument("--from", dest="start", metavar="STAGE", help=f"rerun from this stage on: {stages}")
     group.add_argument("--only", metavar="STAGE", help="rerun only this stage (its inputs must exist)")
     p.set_defaults(func=_main)

@@ -49,6 +49,20 @@ ARTIFACT_COLUMNS = [
 ]
 
 
+# AI Hub rows (adcsr.hub.hub_rows): measured on a real phone by the service, when the run had a hub stage
+PHONE_COLUMNS = [
+    ("device", "device"),
+    ("graph", "graph"),
+    ("runtime", "runtime"),
+    ("inference_ms", "inference (estimated)"),
+    ("peak_memory_mb", "peak memory"),
+    ("first_load_ms", "first load"),
+    ("warm_load_ms", "warm load"),
+    ("npu_layer_share", "layers on the NPU"),
+    ("psnr_vs_pytorch_db", "PSNR vs PyTorch"),
+]
+
+
 def _fmt(key: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
@@ -58,11 +72,15 @@ def _fmt(key: str, value: Any) -> str:
         return _bytes(value)
     if key == "latency_ms":
         return f"{value:.1f} ms"
+    if key in ("inference_ms", "first_load_ms", "warm_load_ms"):
+        return f"{value:.2f} ms"
+    if key == "peak_memory_mb":
+        return f"{value[0]:.0f}–{value[1]:.0f} MB"
     if key == "passed":
         return "pass" if value else "FAIL"
-    if key in ("psnr", "psnr_vs_teacher", "parity_psnr_db"):
+    if key in ("psnr", "psnr_vs_teacher", "parity_psnr_db", "psnr_vs_pytorch_db"):
         return "∞ dB" if math.isinf(value) else f"{value:.2f} dB"
-    if key == "htp_coverage":
+    if key in ("htp_coverage", "npu_layer_share"):
         return f"{100 * value:.0f}%"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
@@ -186,7 +204,7 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
 
     `results` keys: `title`, `subtitle`, `models` (rows of MODEL_COLUMNS keys), `checks` (rows of
     CHECK_COLUMNS keys: the student's pass/fail gates), `artifacts`
-    (rows of ARTIFACT_COLUMNS keys), `published` (paper figures, shown apart), `crops`
+    (rows of ARTIFACT_COLUMNS keys), `phones` (rows of PHONE_COLUMNS keys, from AI Hub), `published` (paper figures, shown apart), `crops`
     (list of {"photo", "panels": [(label, relative png path), ...]}), `curves`
     ({stage: {"step": [...], series: [...]}}), `notes` (list of plain sentences).
     """
@@ -194,6 +212,7 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
     out.mkdir(parents=True, exist_ok=True)
     models = results.get("models", [])
     artifacts = results.get("artifacts", [])
+    phones = results.get("phones", [])
     published = results.get("published", [])
     has_bubble = bubble_plot(models, published, out / "bubble.png")
     has_curves = curves_plot(results.get("curves", {}), out / "curves.png")
@@ -205,6 +224,8 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
         md += ["## Does the student work?", "", _markdown_table(checks, CHECK_COLUMNS), ""]
     if artifacts:
         md += ["## Phone artifacts", "", _markdown_table(artifacts, ARTIFACT_COLUMNS), ""]
+    if phones:
+        md += ["## On real phones (Qualcomm AI Hub)", "", _markdown_table(phones, PHONE_COLUMNS), ""]
     for crop in results.get("crops", []):
         md += [f"### {crop['photo']}", "", " ".join(f"![{label}]({p})" for label, p in crop["panels"]), "",
                " · ".join(label for label, _ in crop["panels"]), ""]
@@ -239,6 +260,8 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
         parts += ["<h2>Does the student work?</h2>", _html_table(checks, CHECK_COLUMNS)]
     if artifacts:
         parts += ["<h2>Phone artifacts</h2>", _html_table(artifacts, ARTIFACT_COLUMNS)]
+    if phones:
+        parts += ["<h2>On real phones (Qualcomm AI Hub)</h2>", _html_table(phones, PHONE_COLUMNS)]
     if has_bubble:
         parts += ["<h2>Latency vs quality</h2>", "<img src='bubble.png' alt='bubble plot' style='max-width:100%'>"]
     if has_curves:

@@ -5,7 +5,9 @@ The face: `export(student, out, targets, cfg)` writes and verifies each target's
 `ExportConfig` / `load_export_config` its settings; `TARGETS` the target names; `verify(folder)`
 re-checks an exported folder against its manifest's thresholds; `load_artifact(path)` runs one;
 `shipped_onnx(model, tile, path)` writes a model's fp32 ONNX as the export ships it;
-`artifact_rows(folder)` summarises an exported folder, a row per shipped file.
+`artifact_rows(folder)` summarises an exported folder, a row per shipped file;
+`split_onnx(model, folder)` cuts a student ONNX into the halves QNN ships; `lr_tiles(split, tile,
+count)` the degraded photo tiles calibration and verification use.
 Imported on first use (core/faces.py).
 """
 
@@ -14,5 +16,5 @@ from adcsr.core.faces import lazy_face
 __getattr__, __all__ = lazy_face(__name__, {
     "export": "targets", "TARGETS": "targets", "ExportConfig": "config", "load_export_config": "config",
     "verify": "verify", "load_artifact": "runtime", "shipped_onnx": "onnx_export",
-    "artifact_rows": "summary",
+    "artifact_rows": "summary", "split_onnx": "qnn", "lr_tiles": "calibration",
 })

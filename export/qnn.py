@@ -240,6 +240,33 @@ def split_at_features(qdq_model: str | os.PathLike, folder: Path) -> list[tuple[
     return paths
 
 
+def split_onnx(model_path: str | os.PathLike, folder: Path) -> list[tuple[str, Path]]:
+    """The student's ONNX, fp32 or W8A16 QDQ, cut into the two halves the QNN export ships:
+    [("features", LR → features), ("decode", features (+ LR) → SR)], written to `folder`. A QDQ
+    model is cut at its quantized features (`split_at_features`), an fp32 one at the tensor."""
+    import onnx
+    from onnx.utils import Extractor
+
+    from .onnx_export import FEATURES_NAME, INPUT_NAME, OUTPUT_NAME
+
+    model = onnx.load(str(model_path))
+    if any(n.op_type == "QuantizeLinear" and FEATURES_NAME in n.input for n in model.graph.node):
+        return split_at_features(model_path, folder)
+    if not any(FEATURES_NAME in n.output for n in model.graph.node):
+        raise UserError(f"{Path(model_path).name} has no {FEATURES_NAME!r} tensor to cut at: is it a student export?")
+    decode_inputs = [FEATURES_NAME] + ([INPUT_NAME] if _reads_past(model.graph, OUTPUT_NAME, FEATURES_NAME,
+                                                                    INPUT_NAME) else [])
+    extractor = Extractor(onnx.shape_inference.infer_shapes(model))
+    paths = []
+    for name, (inputs, outputs) in {"features": ([INPUT_NAME], [FEATURES_NAME]),
+                                    "decode": (decode_inputs, [OUTPUT_NAME])}.items():
+        path = folder / f"{name}.onnx"
+        onnx.save_model(extractor.extract_model(inputs, outputs), str(path), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=path.name + ".data")
+        paths.append((name, path))
+    return paths
+
+
 def _reads_past(graph, output: str, cut: str, source: str) -> bool:
     """Whether `output` depends on `source` other than through `cut`."""
     producer = {o: n for n in graph.node for o in n.output}

@@ -16,10 +16,10 @@ PACKAGE_DIR: dict[str, str] = PYPROJECT["tool"]["setuptools"]["package-dir"]
 PACKAGES: list[str] = PYPROJECT["tool"]["setuptools"]["packages"]
 SUBPACKAGES = [
     "adcsr", "adcsr.core", "adcsr.core.models", "adcsr.core.models.teachers", "adcsr.core.metrics",
-    "adcsr.compress", "adcsr.distill", "adcsr.export",
+    "adcsr.compress", "adcsr.distill", "adcsr.export", "adcsr.hub",
 ]
-STAGES = ("adcsr.compress", "adcsr.distill", "adcsr.export")
-FORBIDDEN_TOP_LEVEL = ("core", "compress", "distill", "export")
+STAGES = ("adcsr.compress", "adcsr.distill", "adcsr.export", "adcsr.hub")
+FORBIDDEN_TOP_LEVEL = ("core", "compress", "distill", "export", "hub")
 
 # Imports every subpackage and prints where each came from, plus what the bare names resolve to.
 PROBE = """
@@ -183,10 +183,11 @@ def test_each_stage_face_resolves_what_it_lists_and_the_cli_loads_no_stage():
         "import importlib, sys\n"
         "import adcsr.cli\n"
         "adcsr.cli.build_parser()\n"
-        "loaded = sorted(m for m in sys.modules if m.split('.')[:2] in (['adcsr', 'compress'], ['adcsr', 'distill'], ['adcsr', 'export']))\n"
-        "assert all(m.rsplit('.', 1)[-1] in ('compress', 'distill', 'export', 'cli', 'config') for m in loaded), loaded\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[:2] in (['adcsr', 'compress'], ['adcsr', 'distill'], ['adcsr', 'export'], ['adcsr', 'hub']))\n"
+        "assert all(m.rsplit('.', 1)[-1] in ('compress', 'distill', 'export', 'hub', 'cli', 'config') for m in loaded), loaded\n"
         "assert 'diffusers' not in sys.modules\n"
-        "for name in ('adcsr.compress', 'adcsr.distill', 'adcsr.export'):\n"
+        "assert 'qai_hub' not in sys.modules\n"
+        "for name in ('adcsr.compress', 'adcsr.distill', 'adcsr.export', 'adcsr.hub'):\n"
         "    face = importlib.import_module(name)\n"
         "    missing = [n for n in face.__all__ if getattr(face, n, None) is None]\n"
         "    assert face.__all__ and not missing, (name, missing)\n"
