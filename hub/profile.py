@@ -52,4 +52,6 @@ def summarize_profile(payload: dict[str, Any]) -> dict[str, Any]:
         "npu_layer_share": units["NPU"] / len(layers) if layers else None,
         "npu_time_share": time_by_unit["NPU"] / total_time if total_time else None,
         "off_npu_layers": off_npu,
+        "per_layer": [{"name": layer["name"], "type": layer["type"], "compute_unit": layer["compute_unit"],
+                       "execution_time_us": layer.get("execution_time")} for layer in layers],
     }

@@ -189,6 +189,8 @@ def test_profile_summary_from_the_clients_payload():
     assert s["layers"] == {"NPU": 8, "CPU": 1, "GPU": 1} and s["npu_layer_share"] == pytest.approx(0.8)
     assert s["npu_time_share"] == pytest.approx(800 / 1200)
     assert s["off_npu_layers"] == ["resize_0 (Resize, CPU)", "softmax_0 (Softmax, GPU)"]
+    assert s["per_layer"][8] == {"name": "resize_0", "type": "Resize", "compute_unit": "CPU", "execution_time_us": 300}
+    assert len(s["per_layer"]) == 10
 
 
 def test_a_payload_that_is_not_a_profile_is_refused():
