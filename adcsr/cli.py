@@ -72,6 +72,8 @@ EXAMPLES: dict[str, str] = {
   adcsr export all runs/default/stage2/train/student --out exports/ --jobs 3""",
     "export verify": """\
   adcsr export verify exports/qnn-SM8750       # re-run it against the student it records""",
+    "export android": """\
+  adcsr export android runs/default --app android_demo   # then: cd android_demo && ./gradlew :app:installDebug""",
     "hub compile": """\
   adcsr hub compile runs/default/export/artifacts/onnx --device SM8650""",
     "hub profile": """\

@@ -7,7 +7,8 @@ re-checks an exported folder against its manifest's thresholds; `load_artifact(p
 `shipped_onnx(model, tile, path)` writes a model's fp32 ONNX as the export ships it;
 `artifact_rows(folder)` summarises an exported folder, a row per shipped file;
 `split_onnx(model, folder)` cuts a student ONNX into the halves QNN ships; `lr_tiles(split, tile,
-count)` the degraded photo tiles calibration and verification use.
+count)` the degraded photo tiles calibration and verification use; `stage_for_android(run, app)`
+stages artifacts and their model contract into the Android demo app.
 Imported on first use (core/faces.py).
 """
 
@@ -16,5 +17,5 @@ from adcsr.core.faces import lazy_face
 __getattr__, __all__ = lazy_face(__name__, {
     "export": "targets", "TARGETS": "targets", "ExportConfig": "config", "load_export_config": "config",
     "verify": "verify", "load_artifact": "runtime", "shipped_onnx": "onnx_export",
-    "artifact_rows": "summary", "split_onnx": "qnn", "lr_tiles": "calibration",
+    "artifact_rows": "summary", "split_onnx": "qnn", "lr_tiles": "calibration", "stage_for_android": "android",
 })

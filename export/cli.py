@@ -25,6 +25,10 @@ def add_parser(subparsers) -> None:
                                       "applying the thresholds its manifest records")
     v.add_argument("artifact", help="an export folder (onnx/, qnn-SM8750/, executorch/, coreml/) or a file in it")
     v.set_defaults(func=_run_verify)
+    a = sub.add_parser("android", help="stage verified artifacts and their model contract into the Android demo app")
+    a.add_argument("source", help="a run folder (runs/default) or an export folder holding qnn-<SoC>/ and executorch/")
+    a.add_argument("--app", default="android_demo", help="the Android demo app's folder")
+    a.set_defaults(func=_run_android)
 
 
 def _run_export(args: argparse.Namespace) -> int:
@@ -42,4 +46,12 @@ def _run_verify(args: argparse.Namespace) -> int:
     from .verify import verify
 
     print(json.dumps(verify(args.artifact), indent=2))
+    return 0
+
+
+def _run_android(args: argparse.Namespace) -> int:
+    from .android import stage_for_android
+
+    contract = stage_for_android(args.source, args.app)
+    print(f"adcsr export android: staged {contract.parent} (contract: {contract})")
     return 0
