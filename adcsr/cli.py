@@ -62,6 +62,9 @@ EXAMPLES: dict[str, str] = {
     "distill stage2": """\
   adcsr distill stage2 distill/configs/stage2-full.yaml
   accelerate launch --num_processes 8 -m adcsr distill stage2 distill/configs/stage2-full.yaml""",
+    "train dfosd": """\
+  adcsr train dfosd distill/configs/dfosd-ci.yaml          # tiny random SD, on the bundled photos
+  adcsr train dfosd distill/configs/dfosd-full.yaml --resume""",
     "export qnn": """\
   adcsr export qnn runs/default/stage2/train/student --out exports/ --soc SM8650 --tile 64""",
     "export executorch": """\

@@ -1,9 +1,10 @@
 """Training: one trainer; stage 0 (small autoencoder), stage 1 (pruned decoder pretraining) and
-stage 2 (adversarial feature distillation).
+stage 2 (adversarial feature distillation); the baselines' own objectives (DFOSD).
 
 The face: `STAGES` ({"stage0": train_autoencoder, "stage1": pretrain_decoder, "stage2": distill},
 each `fn(cfg, resume=False) -> Path`, `cfg` a config object, a YAML path or a dict), their config
-classes `CONFIGS` and each function and class by name. Imported on first use (core/faces.py).
+classes `CONFIGS` and each function and class by name; `METHODS` ({"dfosd": train_dfosd}) the
+baselines trained with their own objectives. Imported on first use (core/faces.py).
 """
 
 from adcsr.core.faces import lazy_face
@@ -25,8 +26,15 @@ def _configs():
     return {"stage0": Stage0Config, "stage1": Stage1Config, "stage2": Stage2Config}
 
 
+def _methods():
+    from .dfosd import train_dfosd
+
+    return {"dfosd": train_dfosd}
+
+
 __getattr__, __all__ = lazy_face(__name__, {
     "train_autoencoder": "stage0", "Stage0Config": "stage0",
     "pretrain_decoder": "stage1", "Stage1Config": "stage1",
     "distill": "stage2", "Stage2Config": "stage2",
-}, {"STAGES": _stages, "CONFIGS": _configs})
+    "train_dfosd": "dfosd", "DFOSDConfig": "dfosd",
+}, {"STAGES": _stages, "CONFIGS": _configs, "METHODS": _methods})

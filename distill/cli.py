@@ -1,4 +1,4 @@
-"""`adcsr distill stage0|stage1|stage2 CONFIG [--resume]`.
+"""`adcsr distill stage0|stage1|stage2 CONFIG [--resume]` and `adcsr train dfosd CONFIG [--resume]`.
 
 Multi-process: `accelerate launch -m adcsr.cli distill stage2 CONFIG` or
 `torchrun --nproc_per_node N -m adcsr.cli distill stage2 CONFIG`.
@@ -23,6 +23,18 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+METHOD_HELP = {
+    "dfosd": "DFOSD's own objective: noise-aware discriminator + MSE + EA-DISTS (no teacher)",
+}
+
+
+def _run_method(args: argparse.Namespace) -> int:
+    from adcsr.distill import METHODS
+
+    print(METHODS[args.method](args.config, resume=args.resume))
+    return 0
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("distill", help="train: stage 0 autoencoder, stage 1 decoder, stage 2 distillation",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -33,3 +45,13 @@ def add_parser(subparsers) -> None:
         s.add_argument("--resume", action="store_true",
                        help="continue from the newest good checkpoint in the config's run_dir")
         s.set_defaults(func=_run)
+    t = subparsers.add_parser("train", help="train a baseline method with its own objective (DFOSD)",
+                              description="Train one of the papers' methods with its own training objective, on "
+                              "the shared trainer (resume, multi-process, AMP as the distillation stages).")
+    methods = t.add_subparsers(dest="method", metavar="METHOD", required=True)
+    for name, help_ in METHOD_HELP.items():
+        m = methods.add_parser(name, help=help_)
+        m.add_argument("config", help="YAML config (see distill/configs/)")
+        m.add_argument("--resume", action="store_true",
+                       help="continue from the newest good checkpoint in the config's run_dir")
+        m.set_defaults(func=_run_method)

@@ -94,3 +94,51 @@ class FeatureDiscriminator(nn.Module):
         t = torch.full((b,), self.timestep, device=feats.device, dtype=torch.long)
         cond = self.prompt_embeds.expand(b, -1, -1) if embeds is None else embeds
         return self.unet(feats, t, encoder_hidden_states=cond.to(feats.dtype)).sample
+
+
+class NoiseAwareDiscriminator(nn.Module):
+    """DFOSD's noise-aware discriminator (NAD): the down blocks and mid block of an SD UNet
+    (initialised from the generator's base UNet, LoRA on both, rank = alpha = 16 in the paper)
+    and a new per-location MLP (1×1 convolutions) turning the mid-block features into a realism
+    logit per latent patch. It reads latents already noised to timestep `t` (the caller applies
+    F(z, t) = √ᾱ_t·z + √(1−ᾱ_t)·ε) and is told `t` through the UNet's timestep embedding. The
+    cross-attention reads one fixed zero embedding (the paper conditions on no prompt).
+    Trainable: the LoRA weights and the MLP."""
+
+    def __init__(self, unet, rank: int = 16, alpha: float = 16, hidden: int = 256, tokens: int = 1):
+        super().__init__()
+        from peft import LoraConfig
+
+        unet.up_blocks = nn.ModuleList()  # never run: the NAD ends at the mid block
+        unet.conv_norm_out = unet.conv_act = unet.conv_out = None
+        unet.requires_grad_(False)
+        targets = [t for t in released_lora_targets(unet) if t.startswith(("down_blocks.", "mid_block."))]
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
+        self.unet = unet
+        width = unet.config.block_out_channels[-1]
+        self.head = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, 1, 1))
+        self.register_buffer("prompt_embeds", torch.zeros(1, tokens, unet.config.cross_attention_dim))
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        keep = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in keep}
+
+    def enable_gradient_checkpointing(self) -> None:
+        self.unet.enable_gradient_checkpointing()
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.unet.is_gradient_checkpointing
+
+    def forward(self, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        u = self.unet
+        emb = u.time_embedding(u.time_proj(t).to(noisy.dtype))
+        cond = self.prompt_embeds.expand(noisy.shape[0], -1, -1).to(noisy.dtype)
+        h = u.conv_in(noisy)
+        for block in u.down_blocks:
+            if getattr(block, "has_cross_attention", False):
+                h, _ = block(h, temb=emb, encoder_hidden_states=cond)
+            else:
+                h, _ = block(h, temb=emb)
+        h = u.mid_block(h, emb, encoder_hidden_states=cond)
+        return self.head(h)

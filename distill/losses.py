@@ -15,3 +15,10 @@ def discriminator_adv(fake_logits: torch.Tensor, real_logits: torch.Tensor) -> t
     """softplus(D(fake)) + softplus(−D(real))."""
     return F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
 
+
+
+def forward_diffusion(z: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor,
+                      noise: torch.Tensor) -> torch.Tensor:
+    """F(z, t) = √ᾱ_t·z + √(1−ᾱ_t)·ε (DFOSD Eq. 4), `t` one timestep per sample."""
+    a = alphas_cumprod.to(z.device)[t].float().view(-1, *([1] * (z.dim() - 1)))
+    return a.sqrt() * z + (1 - a).sqrt() * noise

@@ -17,6 +17,7 @@ import yaml
 
 from adcsr.core.config import PLACEHOLDER, load_config
 from adcsr.core.models.sd_configs import unet_config, vae_config
+from adcsr.distill.dfosd import DFOSDConfig, DFOSDTask
 from adcsr.distill.stage0 import AutoencoderTask, Stage0Config
 from adcsr.distill.stage1 import DecoderTask, Stage1Config
 from adcsr.distill.stage2 import DistillTask, Stage2Config
@@ -27,7 +28,7 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"stage0": (Stage0Config, AutoencoderTask), "stage1": (Stage1Config, DecoderTask),
-          "stage2": (Stage2Config, DistillTask)}
+          "stage2": (Stage2Config, DistillTask), "dfosd": (DFOSDConfig, DFOSDTask)}
 PIPELINE_STAGE = {"autoencoder": "stage0", "stage1": "stage1", "stage2": "stage2"}
 CASES = [(p.name, p.name.split("-")[0]) for p in sorted((ROOT / "distill" / "configs").glob("*.yaml"))] + [
     ("pipeline.yaml", "stage0"), ("pipeline.yaml", "stage1"), ("pipeline.yaml", "stage2"),
@@ -57,12 +58,13 @@ def fixtures(tmp_path_factory) -> dict[str, str]:
     AdcSRStudent.from_preset("tiny").save_pretrained(root / "student")
     OSEDiffTeacher.from_preset("tiny", seed=1).save_checkpoint(root / "osediff")
     lpips = save_weights(build_metric("lpips"), root / "lpips.safetensors")
+    dists = save_weights(build_metric("ea-dists"), root / "dists.safetensors")
     for i, crop in enumerate(hr_crops("train", 96, len(TRAIN_PHOTOS), seed=3)):
         write_image(crop, root / "hr" / f"{i}.png")
     return {"vae": str(sd / "vae"), "sd_folder": str(sd), "unet": str(sd / "unet"),
             "decoder": str(root / "decoder"), "student": str(root / "student"),
             "checkpoint": str(root / "osediff.safetensors"), "lpips_weights": str(lpips),
-            "hr_folder": str(root / "hr")}
+            "hr_folder": str(root / "hr"), "dists_weights": str(dists)}
 
 
 def _local(data, fixtures: dict[str, str], key: str = ""):

@@ -11,6 +11,7 @@ from adcsr.core.errors import UserError
 from adcsr.core.models.sd_configs import unet_config, vae_config
 from adcsr.core.models.teachers import get_teacher
 from adcsr.core.models.teachers import osediff as O
+from adcsr.core.models.teachers.sd_one_step import sd21_scheduler
 from adcsr.core.photos import load_photo
 
 torch.set_num_threads(1)
@@ -84,7 +85,7 @@ def test_lora_is_live_and_the_step_is_the_x0_prediction(teacher, lr):
     with torch.no_grad():
         z = teacher.vae.encode(hq).latent_dist.mean * 0.18215
         eps = teacher.unet(z, torch.tensor([999]), encoder_hidden_states=teacher.prompt_embeds).sample
-    sched = O._scheduler(None)
+    sched = sd21_scheduler(None)
     sched.set_timesteps(1)
     sched.timesteps = torch.tensor([999])  # as the release does: one step from t = 999
     ref = sched.step(eps, 999, z).pred_original_sample

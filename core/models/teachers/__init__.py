@@ -28,11 +28,18 @@ def _osediff(**kw: Any) -> Teacher:
     return OSEDiffTeacher.load(**kw)
 
 
-#: name → factory(**kw) → Teacher. Later teachers (DFOSD, TSD-SR, TAD-SR) register here.
+def _dfosd(**kw: Any) -> Teacher:
+    from .dfosd import DFOSDTeacher
+
+    return DFOSDTeacher.load(**kw)
+
+
+#: name → factory(**kw) → Teacher. Later teachers (TSD-SR, TAD-SR) register here.
 TEACHERS: dict[str, Callable[..., Teacher]] = {
     "realesrgan": _realesrgan,
     "realesrgan-compact": _realesrgan_compact,
     "osediff": _osediff,
+    "dfosd": _dfosd,
 }
 
 

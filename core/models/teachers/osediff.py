@@ -18,16 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from ...errors import UserError
 from ..sd_configs import unet_config, vae_config
-from .base import Teacher
+from .sd_one_step import OneStepSDTeacher, check_precision, sd21_scheduler
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    from ..feature_space import FeatureSpace
 
 RANK = 4
 TIMESTEP = 999
@@ -38,7 +35,6 @@ UNET_GREP = ("to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv
 VAE_GREP = ("conv1", "conv2", "conv_in", "conv_shortcut", "conv", "conv_out", "to_k", "to_q", "to_v", "to_out.0")
 CKPT_KEYS = ("rank_unet", "rank_vae", "unet_lora_encoder_modules", "unet_lora_decoder_modules",
              "unet_lora_others_modules", "vae_lora_encoder_modules", "state_dict_unet", "state_dict_vae")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def unet_lora_targets(unet: torch.nn.Module) -> dict[str, list[str]]:
@@ -145,19 +141,6 @@ def count_full_size() -> tuple[int, int]:
     return sum(p.numel() for p in unet.parameters()), sum(p.numel() for p in vae.parameters())
 
 
-def _scheduler(folder: Path | None):
-    from diffusers import DDPMScheduler
-
-    if folder is not None and (folder / "scheduler" / "scheduler_config.json").is_file():
-        sched = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
-    else:  # SD2.1-base's scheduler
-        sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              num_train_timesteps=1000, clip_sample=False)
-    if sched.config.prediction_type != "epsilon":
-        raise UserError(f"OSEDiff needs an epsilon-prediction base (SD2.1-base), got {sched.config.prediction_type}")
-    return sched
-
-
 def _prompt_embeds(folder: Path | None, prompt: str | None, embedding: str | None, dim: int) -> tuple[torch.Tensor, str]:
     if embedding is not None:
         from safetensors.torch import load_file
@@ -187,50 +170,22 @@ def _prompt_embeds(folder: Path | None, prompt: str | None, embedding: str | Non
     return torch.zeros(1, 77, dim), "empty prompt as zeros (no text encoder, no embedding file)"
 
 
-def _check_precision(dtype: str, device: str | torch.device) -> None:
-    if dtype not in DTYPES:
-        raise UserError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    if dtype != "fp32" and torch.device(device).type != "cuda":
-        raise UserError(f"{dtype} runs on CUDA only; use dtype=fp32 on {torch.device(device).type}")
-
-
-class OSEDiffTeacher(Teacher):
+class OSEDiffTeacher(OneStepSDTeacher):
     name = "osediff"
-    size_multiple = 16  # the UNet halves the latent 3 times: latent % 8, image % 64, LR % 16
-    default_color_fix = "adain"
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: Any, prompt_embeds: torch.Tensor,
                  info: dict[str, Any], lora_lists: dict[str, Any], dtype: str = "fp32",
                  device: str | torch.device = "cpu"):
-        _check_precision(dtype, device)
-        self.unet = unet.eval().requires_grad_(False)
-        self.vae = vae.eval().requires_grad_(False)
-        self.prompt_embeds = prompt_embeds
         # the released lists as given (peft shortens long target lists into equivalent suffixes)
         self.lora_lists = {k: (v if k.startswith("rank") else list(v)) for k, v in lora_lists.items()}
-        alpha = scheduler.alphas_cumprod[TIMESTEP].item()
-        self._sqrt_a, self._sqrt_1ma = alpha**0.5, (1 - alpha) ** 0.5
-        self.info = {**info, "dtype": dtype, "merged": False, "latent": "mean", "timestep": TIMESTEP}
-        self.to(device, DTYPES[dtype])
-
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> OSEDiffTeacher:
-        name = {v: k for k, v in DTYPES.items()}[dtype]
-        _check_precision(name, device)
-        self.device, self.dtype = torch.device(device), dtype
-        for net in (self.unet, self.vae):
-            net.to(self.device)
-            if net.dtype != dtype:  # diffusers warns at every cast, even to the same dtype
-                net.to(dtype=dtype)
-        self.prompt_embeds = self.prompt_embeds.to(self.device, dtype)
-        self.info["dtype"] = name
-        return self
+        super().__init__(unet, vae, scheduler, prompt_embeds, TIMESTEP, info, dtype, device)
 
     @classmethod
     def load(cls, sd_folder: str | None = None, checkpoint: str | None = None, preset: str | None = None,
              prompt: str | None = None, prompt_embedding: str | None = None, dtype: str = "fp32",
              device: str = "cpu", merge: bool | str = True, seed: int | str = 0) -> OSEDiffTeacher:
         """From an SD2.1-base diffusers folder + an OSEDiff checkpoint, or `preset="tiny"` (random)."""
-        _check_precision(dtype, device)
+        check_precision(dtype, device)
         if preset is not None:
             if sd_folder or checkpoint:
                 raise UserError("give either preset or sd_folder + checkpoint for osediff, not both")
@@ -255,7 +210,7 @@ class OSEDiffTeacher(Teacher):
             emb, source = _prompt_embeds(folder, prompt, prompt_embedding, unet.config.cross_attention_dim)
             info = {"sd_folder": str(folder), "checkpoint": str(checkpoint), "prompt": source}
             lists = {k: v for k, v in ckpt.items() if not k.startswith("state_dict")}
-            teacher = cls(unet, vae, _scheduler(folder), emb, info, lists, dtype=dtype, device=device)
+            teacher = cls(unet, vae, sd21_scheduler(folder), emb, info, lists, dtype=dtype, device=device)
         if merge in (True, "1", "true", "True", "yes"):
             teacher.merge_lora()
         return teacher
@@ -271,7 +226,7 @@ class OSEDiffTeacher(Teacher):
 
         from ..sd_configs import PRESETS
 
-        _check_precision(dtype, device)
+        check_precision(dtype, device)
         if preset not in PRESETS:
             raise UserError(f"unknown osediff preset {preset!r} (known: {', '.join(PRESETS)}); "
                             "real weights: load sd_folder + checkpoint instead")
@@ -293,7 +248,7 @@ class OSEDiffTeacher(Teacher):
                 if "lora_B" in name:
                     p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
         info = {"preset": preset, "seed": seed, "prompt": source}
-        return cls(unet, vae, _scheduler(None), emb, info, lists, dtype=dtype, device=device)
+        return cls(unet, vae, sd21_scheduler(None), emb, info, lists, dtype=dtype, device=device)
 
     def checkpoint_dict(self) -> dict[str, Any]:
         """The trained parts in the released checkpoint format (needs unmerged LoRA)."""
@@ -317,44 +272,3 @@ class OSEDiffTeacher(Teacher):
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp))
         atomic_write_text(path.with_suffix(".json"), json.dumps(ckpt, indent=1) + "\n")
-
-    def merge_lora(self) -> None:
-        """Fold every LoRA group into its base weights (peft merge) and drop the adapters."""
-        if self.info["merged"]:
-            return
-        for model in (self.unet, self.vae):
-            model.fuse_lora(adapter_names=list(model.peft_config))
-            model.unload_lora()
-        self.info["merged"] = True
-
-    @torch.no_grad()
-    def x0_latent(self, lr: torch.Tensor) -> torch.Tensor:
-        """The one-step prediction x0 (scaled latent, float32) for an LR batch whose size is a multiple of 16."""
-        hq = F.interpolate(lr.to(self.device, torch.float32), scale_factor=4, mode="bicubic", align_corners=False)
-        hq = hq.clamp(0, 1) * 2 - 1
-        z = self.vae.encode(hq.to(self.dtype)).latent_dist.mean * self.vae.config.scaling_factor
-        t = torch.full((z.shape[0],), TIMESTEP, device=self.device, dtype=torch.long)
-        emb = self.prompt_embeds.expand(z.shape[0], -1, -1)
-        eps = self.unet(z, t, encoder_hidden_states=emb).sample
-        return ((z.float() - self._sqrt_1ma * eps.float()) / self._sqrt_a)
-
-    @torch.no_grad()
-    def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
-        x0 = self.x0_latent(lr)
-        img = self.vae.decode((x0 / self.vae.config.scaling_factor).to(self.dtype)).sample
-        return ((img.float().clamp(-1, 1) + 1) / 2).to(lr.device)
-
-    @torch.no_grad()
-    def features(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> torch.Tensor:
-        from ..padding import pad_to_multiple
-
-        padded, _ = pad_to_multiple(lr, multiple)  # as the student pads
-        h, w = padded.shape[-2:]
-        net_in, _ = pad_to_multiple(padded, self.size_multiple)  # further, if the UNet needs it
-        p = next(space.parameters())
-        feats = space.from_latent(self.x0_latent(net_in).to(p.device, p.dtype))
-        ratio = net_in.shape[-1] // feats.shape[-1]
-        return feats[..., : h // ratio, : w // ratio]
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, **self.info}
