@@ -7,7 +7,8 @@ peak-memory probe:
   `student:PATH` (a `save_pretrained` folder);
 - `osediff:tiny`, `osediff:sd21` (the OSEDiff-shaped teacher: VAE encoder + UNet + VAE decoder,
   random weights unless loaded from local folders), `dfosd:tiny`, `dfosd:sd21` (the same SD2.1
-  shape with DFOSD's rank-16 LoRA and learnable embedding), and any registered teacher by name
+  shape with DFOSD's rank-16 LoRA and learnable embedding), `tsdsr:tiny`, `tsdsr:sd3` (SD3-medium's
+  transformer and VAE with TSD-SR's rank-64 LoRA), and any registered teacher by name
   (`realesrgan`, `realesrgan-compact`).
 
 CPU backends (`--backends`): `torch` (eager), `torch-channels-last`, `torch-compile` (inductor with
@@ -67,12 +68,12 @@ def build(spec: str) -> BenchModel:
             torch.manual_seed(0)
             return BenchModel(spec, f"AdcSR student ({arg})", AdcSRStudent.from_preset(arg).eval())
         return BenchModel(spec, "AdcSR student", AdcSRStudent.from_pretrained(arg).eval())
-    if kind in ("osediff", "dfosd"):
+    if kind in ("osediff", "dfosd", "tsdsr"):
         teacher = get_teacher(kind, preset=arg or "tiny")
-        label = {"osediff": "OSEDiff", "dfosd": "DFOSD"}[kind]
+        label = {"osediff": "OSEDiff", "dfosd": "DFOSD", "tsdsr": "TSD-SR"}[kind]
         return BenchModel(spec, f"{label}-shaped teacher ({arg or 'tiny'})", _TeacherModule(teacher).eval())
     if arg:
-        raise UserError(f"model spec {spec!r}: only student:…, osediff:… and dfosd:… take an argument")
+        raise UserError(f"model spec {spec!r}: only student:…, osediff:…, dfosd:… and tsdsr:… take an argument")
     teacher = get_teacher(kind)
     return BenchModel(spec, f"{teacher.name} teacher", _TeacherModule(teacher).eval())
 

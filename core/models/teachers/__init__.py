@@ -34,12 +34,19 @@ def _dfosd(**kw: Any) -> Teacher:
     return DFOSDTeacher.load(**kw)
 
 
-#: name → factory(**kw) → Teacher. Later teachers (TSD-SR, TAD-SR) register here.
+def _tsdsr(**kw: Any) -> Teacher:
+    from .tsdsr import TSDSRTeacher
+
+    return TSDSRTeacher.load(**kw)
+
+
+#: name → factory(**kw) → Teacher. Later teachers (TAD-SR) register here.
 TEACHERS: dict[str, Callable[..., Teacher]] = {
     "realesrgan": _realesrgan,
     "realesrgan-compact": _realesrgan_compact,
     "osediff": _osediff,
     "dfosd": _dfosd,
+    "tsdsr": _tsdsr,
 }
 
 
