@@ -65,6 +65,9 @@ EXAMPLES: dict[str, str] = {
     "train dfosd": """\
   adcsr train dfosd distill/configs/dfosd-ci.yaml          # tiny random SD, on the bundled photos
   adcsr train dfosd distill/configs/dfosd-full.yaml --resume""",
+    "train tsdsr": """\
+  adcsr train tsdsr distill/configs/tsdsr-ci.yaml          # tiny random SD3, on the bundled photos
+  accelerate launch -m adcsr train tsdsr distill/configs/tsdsr-full.yaml""",
     "export qnn": """\
   adcsr export qnn runs/default/stage2/train/student --out exports/ --soc SM8650 --tile 64""",
     "export executorch": """\

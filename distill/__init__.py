@@ -1,9 +1,9 @@
 """Training: one trainer; stage 0 (small autoencoder), stage 1 (pruned decoder pretraining) and
-stage 2 (adversarial feature distillation); the baselines' own objectives (DFOSD).
+stage 2 (adversarial feature distillation); the baselines' own objectives (DFOSD, TSD-SR).
 
 The face: `STAGES` ({"stage0": train_autoencoder, "stage1": pretrain_decoder, "stage2": distill},
 each `fn(cfg, resume=False) -> Path`, `cfg` a config object, a YAML path or a dict), their config
-classes `CONFIGS` and each function and class by name; `METHODS` ({"dfosd": train_dfosd}) the
+classes `CONFIGS` and each function and class by name; `METHODS` ({"dfosd": train_dfosd, "tsdsr": train_tsdsr}) the
 baselines trained with their own objectives. Imported on first use (core/faces.py).
 """
 
@@ -28,13 +28,14 @@ def _configs():
 
 def _methods():
     from .dfosd import train_dfosd
+    from .tsdsr import train_tsdsr
 
-    return {"dfosd": train_dfosd}
+    return {"dfosd": train_dfosd, "tsdsr": train_tsdsr}
 
 
 __getattr__, __all__ = lazy_face(__name__, {
     "train_autoencoder": "stage0", "Stage0Config": "stage0",
     "pretrain_decoder": "stage1", "Stage1Config": "stage1",
     "distill": "stage2", "Stage2Config": "stage2",
-    "train_dfosd": "dfosd", "DFOSDConfig": "dfosd",
+    "train_dfosd": "dfosd", "DFOSDConfig": "dfosd", "train_tsdsr": "tsdsr", "TSDSRConfig": "tsdsr",
 }, {"STAGES": _stages, "CONFIGS": _configs, "METHODS": _methods})

@@ -1,4 +1,4 @@
-"""`adcsr distill stage0|stage1|stage2 CONFIG [--resume]` and `adcsr train dfosd CONFIG [--resume]`.
+"""`adcsr distill stage0|stage1|stage2 CONFIG [--resume]` and `adcsr train dfosd|tsdsr CONFIG [--resume]`.
 
 Multi-process: `accelerate launch -m adcsr.cli distill stage2 CONFIG` or
 `torchrun --nproc_per_node N -m adcsr.cli distill stage2 CONFIG`.
@@ -25,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
 
 METHOD_HELP = {
     "dfosd": "DFOSD's own objective: noise-aware discriminator + MSE + EA-DISTS (no teacher)",
+    "tsdsr": "TSD-SR's target score distillation from SD3 (VSD + target score matching, DASM, CFG)",
 }
 
 
@@ -45,7 +46,7 @@ def add_parser(subparsers) -> None:
         s.add_argument("--resume", action="store_true",
                        help="continue from the newest good checkpoint in the config's run_dir")
         s.set_defaults(func=_run)
-    t = subparsers.add_parser("train", help="train a baseline method with its own objective (DFOSD)",
+    t = subparsers.add_parser("train", help="train a baseline method with its own objective (DFOSD, TSD-SR)",
                               description="Train one of the papers' methods with its own training objective, on "
                               "the shared trainer (resume, multi-process, AMP as the distillation stages).")
     methods = t.add_subparsers(dest="method", metavar="METHOD", required=True)

@@ -18,6 +18,7 @@ import yaml
 from adcsr.core.config import PLACEHOLDER, load_config
 from adcsr.core.models.sd_configs import unet_config, vae_config
 from adcsr.distill.dfosd import DFOSDConfig, DFOSDTask
+from adcsr.distill.tsdsr import TSDSRConfig, TSDSRTask
 from adcsr.distill.stage0 import AutoencoderTask, Stage0Config
 from adcsr.distill.stage1 import DecoderTask, Stage1Config
 from adcsr.distill.stage2 import DistillTask, Stage2Config
@@ -28,7 +29,8 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"stage0": (Stage0Config, AutoencoderTask), "stage1": (Stage1Config, DecoderTask),
-          "stage2": (Stage2Config, DistillTask), "dfosd": (DFOSDConfig, DFOSDTask)}
+          "stage2": (Stage2Config, DistillTask), "dfosd": (DFOSDConfig, DFOSDTask),
+          "tsdsr": (TSDSRConfig, TSDSRTask)}
 PIPELINE_STAGE = {"autoencoder": "stage0", "stage1": "stage1", "stage2": "stage2"}
 CASES = [(p.name, p.name.split("-")[0]) for p in sorted((ROOT / "distill" / "configs").glob("*.yaml"))] + [
     ("pipeline.yaml", "stage0"), ("pipeline.yaml", "stage1"), ("pipeline.yaml", "stage2"),
@@ -59,12 +61,23 @@ def fixtures(tmp_path_factory) -> dict[str, str]:
     OSEDiffTeacher.from_preset("tiny", seed=1).save_checkpoint(root / "osediff")
     lpips = save_weights(build_metric("lpips"), root / "lpips.safetensors")
     dists = save_weights(build_metric("ea-dists"), root / "dists.safetensors")
+    from diffusers import SD3Transformer2DModel
+
+    from adcsr.core.models.sd3_configs import PROMPT_SHAPES, transformer_config
+    from adcsr.core.models.sd3_configs import vae_config as sd3_vae_config
+
+    sd3 = root / "sd3"  # a tiny SD3 folder and prompt embeddings of its widths
+    SD3Transformer2DModel(**transformer_config("tiny")).save_pretrained(sd3 / "transformer")
+    AutoencoderKL(**sd3_vae_config("tiny")).save_pretrained(sd3 / "vae")
+    torch.save(torch.randn(PROMPT_SHAPES["tiny"][0]), root / "prompt_embeds.pt")
+    torch.save(torch.randn(PROMPT_SHAPES["tiny"][1]), root / "pool_embeds.pt")
     for i, crop in enumerate(hr_crops("train", 96, len(TRAIN_PHOTOS), seed=3)):
         write_image(crop, root / "hr" / f"{i}.png")
     return {"vae": str(sd / "vae"), "sd_folder": str(sd), "unet": str(sd / "unet"),
             "decoder": str(root / "decoder"), "student": str(root / "student"),
             "checkpoint": str(root / "osediff.safetensors"), "lpips_weights": str(lpips),
-            "hr_folder": str(root / "hr"), "dists_weights": str(dists)}
+            "hr_folder": str(root / "hr"), "dists_weights": str(dists), "sd3_folder": str(sd3),
+            "prompt_embeds": str(root / "prompt_embeds.pt"), "pooled_embeds": str(root / "pool_embeds.pt")}
 
 
 def _local(data, fixtures: dict[str, str], key: str = ""):
