@@ -124,6 +124,8 @@ def _compiled_runner(model: nn.Module, lr: torch.Tensor) -> Callable[[], Any]:
 
 
 BACKENDS = ("torch", "torch-channels-last", "torch-compile", "onnxruntime")
+# the other SD-family methods `--preset` times beside OSEDiff and the student, at the same size
+PRESET_BASELINES = {"tiny": ("dfosd:tiny", "tsdsr:tiny"), "sd21": ("dfosd:sd21", "tsdsr:sd3")}
 
 
 def _runner(backend: str, model: nn.Module, lr: torch.Tensor, folder: Path) -> Callable[[], Any]:
@@ -222,15 +224,18 @@ def _time_cuda(specs: list[str], lr_size: int) -> dict[str, dict[str, list[float
 
 def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats: int = 5, warmup: int = 1,
               backends: tuple[str, ...] = ("torch", "onnxruntime"), memory: bool = True,
-              cuda: bool | None = None) -> dict[str, Any]:
-    """Time teacher and student side by side; returns rows + the student's speed-up per backend."""
+              cuda: bool | None = None, baselines: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Time teacher, student and any `baselines` (other methods' specs) side by side, interleaved
+    in the same runs; returns rows + the student's speed-up over the teacher (and each baseline)
+    per backend."""
     from adcsr.core.models.macs import count_macs, count_params
 
-    models = [build(teacher_spec), build(student_spec)]
+    models = [build(teacher_spec), build(student_spec), *map(build, baselines)]
     lr = _bench_input(lr_size)
-    (teacher, student), specs = [m.label for m in models], [m.spec for m in models]
-    if teacher == student:
-        raise UserError(f"teacher and student are the same model ({teacher})")
+    labels, specs = [m.label for m in models], [m.spec for m in models]
+    teacher, student = labels[:2]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"the same model is given twice ({', '.join(sorted(l for l in labels if labels.count(l) > 1))})")
     info = {m.label: {"params": count_params(m.module), "macs": count_macs(m.module, lr)} for m in models}
     del models
     # Each backend in its own process (teacher and student interleaved there, so its ratio is from
@@ -251,13 +256,15 @@ def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats:
             for variant, t in cuda_times[label].items():
                 rows.append({"model": label, "spec": spec, "backend": f"cuda {variant}",
                              "params": info[label]["params"], **summarize(t)})
-    speedups = {}
+    speedups, versus = {}, {}
     for backend in {r["backend"] for r in rows}:
         by_model = {r["model"]: r["median_ms"] for r in rows if r["backend"] == backend}
         speedups[backend] = by_model[teacher] / by_model[student]
+        versus[backend] = {label: ms / by_model[student] for label, ms in by_model.items() if label != student}
     return {
         "lr_size": lr_size, "sr_size": lr_size * 4, "repeats": repeats, "threads": torch.get_num_threads(),
-        "teacher": teacher, "student": student, "rows": rows, "student_speedup": speedups,
+        "teacher": teacher, "student": student, "baselines": labels[2:], "rows": rows, "student_speedup": speedups,
+        "student_speedup_vs": versus,
     }
 
 
@@ -266,11 +273,12 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"{result['lr_size']}² → {result['sr_size']}², median of {result['repeats']} interleaved repeats, "
         f"{result['threads']} CPU threads.",
         "",
-        "| model | backend | median | min | params | GMACs | peak RSS | student speed-up |",
+        "| model | backend | median | min | params | GMACs | peak RSS | student speed-up over it |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    versus = result.get("student_speedup_vs", {})
     for r in result["rows"]:
-        speedup = result["student_speedup"][r["backend"]] if r["model"] == result["student"] else None
+        speedup = versus.get(r["backend"], {}).get(r["model"])
         rss = f"{r['peak_rss_bytes'] / 2**20:.0f} MiB" if "peak_rss_bytes" in r else "—"
         lines.append(
             f"| {r['model']} | {r['backend']} | {r['median_ms']:.1f} ms | {r['min_ms']:.1f} ms "
@@ -294,6 +302,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="the pair timed when no --teacher/--student is given: osediff:PRESET vs "
                         "student:PRESET (random weights)")
     p.add_argument("--teacher", help="teacher spec (overrides --preset's)")
+    p.add_argument("--baselines", nargs="*", default=None, metavar="SPEC",
+                   help="other methods timed in the same runs (default with --preset: every SD-family method at "
+                        "that size: dfosd:PRESET and tsdsr:tiny|sd3; give none to time only the pair)")
     p.add_argument("--student", help="student spec (overrides --preset's)")
     p.add_argument("--lr-size", type=int, default=128, help="LR side in pixels (default 128 → 512)")
     p.add_argument("--repeats", type=int, default=5, help="timed runs per model and backend (the median is reported)")
@@ -310,9 +321,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _main(args: argparse.Namespace) -> int:
     if args.lr_size < 16 or args.repeats < 1:
         raise UserError("--lr-size must be ≥ 16 and --repeats ≥ 1")
+    baselines = args.baselines
+    if baselines is None:
+        baselines = [] if args.teacher or args.student else list(PRESET_BASELINES[args.preset])
     result = run_bench(args.teacher or f"osediff:{args.preset}", args.student or f"student:{args.preset}",
                        lr_size=args.lr_size, repeats=args.repeats, warmup=args.warmup,
-                       backends=tuple(args.backends), memory=not args.no_memory)
+                       backends=tuple(args.backends), memory=not args.no_memory, baselines=tuple(baselines))
     _, md = write_results(result, args.out or f"runs/bench-{args.preset}")
     print(markdown_table(result))
     print(f"wrote {md}")

@@ -181,11 +181,14 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
     bench = None
     if not teacher_options:  # the bench rebuilds models from spec strings, which carry no loader options
         bench = run_bench(teacher_name, f"student:{student_dir}", lr_size=128, repeats=rc.bench_repeats,
-                          backends=("torch",), memory=False, cuda=False)
-    rows_by_role = {}
+                          backends=("torch",), memory=False, cuda=False, baselines=tuple(rc.baselines))
+    rows_by_role, baseline_rows = {}, []
     if bench:
         for row in bench["rows"]:
-            rows_by_role["teacher" if row["model"] == bench["teacher"] else "student"] = row
+            if row["model"] in bench["baselines"]:
+                baseline_rows.append(row)
+            else:
+                rows_by_role["teacher" if row["model"] == bench["teacher"] else "student"] = row
 
     teacher_files = [Path(p) for p in teacher.describe().get("weights", [])]
     models = []
@@ -210,6 +213,8 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
     models.insert(next(i for i, m in enumerate(models) if m["name"] == "student fp32") + 1, {
         "name": "student fp32, --color-fix none", **quality(unfixed, hr, rc.metric_weights),
         "psnr_vs_teacher": mean_psnr_y(unfixed, srs[teacher_label]), "color_error": color_error(unfixed, hr)})
+    models += [{"name": f"{b['model']}, untrained (size and speed only)", "params": b["params"], "macs": b["macs"],
+                "latency_ms": b["median_ms"]} for b in baseline_rows]
     by_name = {m["name"]: m for m in models}
     checks = student_checks(by_name["LR bicubic"], by_name[teacher_label], by_name["student fp32"],
                             by_name.get("student W8A16 (HTP emulator)"))

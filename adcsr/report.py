@@ -22,6 +22,9 @@ class ReportSettings:
     lr_size: int = 64  # side of the held-out LR crops the metrics and pictures use
     bench_repeats: int = 3
     metric_weights: dict[str, str] = field(default_factory=dict)  # learned metric name → local weights file
+    # other methods timed beside teacher and student (bench specs, e.g. dfosd:tiny, tsdsr:tiny):
+    # their size, MACs and CPU latency join the table (no quality: they are not trained in the run)
+    baselines: list[str] = field(default_factory=list)
 
 
 MODEL_COLUMNS = [

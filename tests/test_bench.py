@@ -93,3 +93,28 @@ def test_onnxruntime_times_the_student_in_its_shipped_deploy_form(monkeypatch, t
     assert isinstance(model, StaticStudent)
     assert any(isinstance(m, TwoStepGroupNorm) for m in model.modules())
     assert not any(isinstance(m, torch.nn.GroupNorm) and not isinstance(m, TwoStepGroupNorm) for m in model.modules())
+
+
+def test_the_other_methods_are_timed_in_the_same_runs(tmp_path, capsys):
+    from adcsr.bench import PRESET_BASELINES
+    from adcsr.cli import main
+
+    result = run_bench("osediff:tiny", "student:tiny", lr_size=16, repeats=1, warmup=0, backends=("torch",),
+                       memory=False, cuda=False, baselines=PRESET_BASELINES["tiny"])
+    labels = [r["model"] for r in result["rows"]]
+    assert labels == ["OSEDiff-shaped teacher (tiny)", "AdcSR student (tiny)", "DFOSD-shaped teacher (tiny)",
+                      "TSD-SR-shaped teacher (tiny)"]
+    by = {r["model"]: r for r in result["rows"]}
+    versus = result["student_speedup_vs"]["torch"]
+    for label in (labels[0], *labels[2:]):
+        assert versus[label] == pytest.approx(by[label]["median_ms"] / by[labels[1]]["median_ms"])
+        assert by[label]["params"] > 0 and by[label]["macs"] > 0
+    assert versus[labels[0]] == pytest.approx(result["student_speedup"]["torch"])
+    # the CLI's --preset times every method present at that size unless told otherwise
+    assert main(["bench", "--preset", "tiny", "--lr-size", "16", "--repeats", "1", "--warmup", "0",
+                 "--backends", "torch", "--no-memory", "--out", str(tmp_path)]) == 0
+    table = (tmp_path / "bench.md").read_text()
+    assert "| DFOSD-shaped teacher (tiny) | torch |" in table and "| TSD-SR-shaped teacher (tiny) | torch |" in table
+    with pytest.raises(UserError, match="the same model is given twice"):
+        run_bench("osediff:tiny", "student:tiny", lr_size=16, repeats=1, memory=False, cuda=False,
+                  baselines=("osediff:tiny",))

@@ -59,3 +59,25 @@ def test_report_without_measurements_skips_plots(tmp_path):
     md, _ = write_report({"title": "empty", "models": [{"name": "x", "psnr": math.nan}]}, tmp_path)
     assert not (tmp_path / "bubble.png").exists() and not (tmp_path / "curves.png").exists()
     assert "| x |" in md.read_text()
+
+
+def test_other_methods_join_the_table_with_size_and_speed_only(tmp_path):
+    """`report.baselines`: other methods timed in the report's own bench run, beside teacher and student."""
+    import torch
+
+    from adcsr.core.models.student import AdcSRStudent
+    from adcsr.evaluation import build_report
+    from adcsr.report import ReportSettings
+    from adcsr.runner import StageContext
+
+    torch.manual_seed(0)
+    AdcSRStudent.from_preset("tiny").with_lr_skip().save_pretrained(tmp_path / "student")
+    ctx = StageContext("report", tmp_path / "report", {"stage2.student": tmp_path / "student"})
+    settings = ReportSettings(photos=1, lr_size=48, bench_repeats=1, baselines=["dfosd:tiny"])
+    md, _ = build_report(ctx, settings, teacher_name="realesrgan-compact", teacher_options={}, seed=0,
+                         subtitle="t", run_notes=[])
+    row = next(line for line in md.read_text().splitlines() if line.startswith("| DFOSD-shaped teacher (tiny)"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "DFOSD-shaped teacher (tiny), untrained (size and speed only)"
+    assert cells[1].endswith("M") and cells[2].endswith("G") and cells[4].endswith("ms")  # params, MACs, latency
+    assert cells[5] == "—"  # no quality figure: it was not trained in this run
