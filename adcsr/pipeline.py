@@ -280,10 +280,12 @@ def build_pipeline(cfg: PipelineConfig) -> Pipeline:
 
 def run_pipeline(cfg: PipelineConfig, start: str | None = None, only: str | None = None,
                  log=print) -> dict[str, Any]:
+    from adcsr.core.run_lock import run_lock
+
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "pipeline.yaml")
-    return build_pipeline(cfg).run(start=start, only=only, log=log)
+    with run_lock(run_dir, "pipeline"):  # a second pipeline on this folder is refused before it writes
+        save_config(cfg, run_dir / "pipeline.yaml")
+        return build_pipeline(cfg).run(start=start, only=only, log=log)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

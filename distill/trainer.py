@@ -303,8 +303,12 @@ class Trainer:
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        from adcsr.core.run_lock import is_main_process, run_lock
+
+        lock = run_lock(self.run_dir, "training run") if is_main_process() else contextlib.nullcontext()
         try:
-            return self._fit(resume)
+            with lock:
+                return self._fit(resume)
         finally:
             torch.use_deterministic_algorithms(was_deterministic)
 
