@@ -71,6 +71,11 @@ def read_checkpoint(path: str | Path, what: str) -> dict:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         if refused:
             raise UserError(f"{path}: the weights-only loader refuses the pickled object {refused.group(1)}") from None
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        with open(path, "rb") as f:
+            is_pickle = f.read(1) == b"\x80"  # pickle protocol ≥ 2 opens with PROTO
+        if detail and is_pickle:  # a pickle that is not plain tensors (objects, other opcodes): never unpickled
+            raise UserError(f"{path}: the weights-only loader refuses it ({detail.group(1).strip()})") from None
         raise UserError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a PyTorch checkpoint ({_first_line(e)})") from None
