@@ -130,12 +130,22 @@ def _artifacts(ctx: StageContext) -> list[dict[str, Any]]:
 
 
 def _phones(ctx: StageContext) -> list[dict[str, Any]]:
-    """The hub stage's AI Hub rows, when the run had one."""
+    """The hub stage's AI Hub rows, when the run had one, each beside the HTP emulator's parity for
+    the same W8A16 graph (the export's QNN context model) when there is one."""
     if "hub.results" not in ctx.inputs:
         return []
+    from adcsr.core.manifest import read_manifest
     from adcsr.hub import hub_rows
 
-    return hub_rows(ctx.input("hub.results"))
+    emulator = None
+    if "export.qnn" in ctx.inputs:
+        artifacts = read_manifest(ctx.input("export.qnn") / "manifest.json").get("artifacts", [])
+        emulator = next((a.get("psnr_db_htp_emulator") for a in artifacts if a.get("kind") == "qnn_context"), None)
+    rows = hub_rows(ctx.input("hub.results"))
+    for row in rows:
+        if row["graph"] in ("whole", "features → decode (split)") and row.get("quantize") == "local":
+            row["emulator_psnr_db"] = emulator
+    return rows
 
 
 def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, teacher_options: dict[str, Any],

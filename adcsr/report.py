@@ -63,6 +63,7 @@ PHONE_COLUMNS = [
     ("warm_load_ms", "warm load"),
     ("npu_layer_share", "layers on the NPU"),
     ("psnr_vs_pytorch_db", "PSNR vs PyTorch"),
+    ("emulator_psnr_db", "same, HTP emulator"),
 ]
 
 
@@ -81,7 +82,7 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value[0]:.0f}–{value[1]:.0f} MB"
     if key == "passed":
         return "pass" if value else "FAIL"
-    if key in ("psnr", "psnr_vs_teacher", "parity_psnr_db", "psnr_vs_pytorch_db"):
+    if key in ("psnr", "psnr_vs_teacher", "parity_psnr_db", "psnr_vs_pytorch_db", "emulator_psnr_db"):
         return "∞ dB" if math.isinf(value) else f"{value:.2f} dB"
     if key in ("htp_coverage", "npu_layer_share"):
         return f"{100 * value:.0f}%"

@@ -230,11 +230,16 @@ def test_the_hub_stage_feeds_the_report(token, monkeypatch, exported, tmp_path):
     assert stages["hub"].needs == ("export",) and "hub" in stages["report"].needs
     assert TOKEN not in json.dumps(stages["hub"].settings)  # never part of a fingerprint or manifest
     out = _stage_hub(cfg)(StageContext("hub", tmp_path / "hub", {"export.onnx": exported["onnx"]}))
-    rows = hub_rows(out["results"])
+    from adcsr.evaluation import _phones
+
+    rows = _phones(StageContext("report", tmp_path / "r", {"hub.results": out["results"], "export.qnn": exported["qnn"]}))
     assert {r["device"] for r in rows} == {"Samsung Galaxy S24 (Family)"} and len(rows) == 4
+    emulator = next(a["psnr_db_htp_emulator"] for a in json.loads((exported["qnn"] / "manifest.json").read_text())
+                    ["artifacts"] if a["kind"] == "qnn_context")
+    assert rows[0]["emulator_psnr_db"] == emulator and rows[-1]["emulator_psnr_db"] == emulator  # side by side
     md, _ = write_report({"title": "t", "models": [], "phones": rows}, tmp_path / "report")
     text = md.read_text()
     assert "## On real phones (Qualcomm AI Hub)" in text
     assert "| Samsung Galaxy S24 (Family) | whole | qnn_context_binary | 2.15 ms | 38–52 MB | 412.00 ms | 23.50 ms |" \
-        in text
+        in text and f"| {emulator:.2f} dB |" in text
     assert "features → decode (split)" in text and TOKEN not in text
