@@ -41,6 +41,7 @@ EXAMPLES: dict[str, str] = {
     "upscale": """\
   adcsr upscale photo.jpg photo_x4.png --student runs/default/stage2/train/student
   adcsr upscale photos/ out/ --teacher realesrgan          # a folder, sub-folders kept
+  adcsr upscale photos/ out/ --teacher realesrgan --resume # after an interrupted run: do only the rest
   adcsr upscale photo.jpg x4.png --artifact runs/default/export/artifacts/qnn-SM8750""",
     "import-release": """\
   adcsr import-release net_params_200.pkl halfDecoder.ckpt --out students/adcsr-release""",

@@ -58,6 +58,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present, else the CPU), cpu, "
                    "cuda, cuda:1, ... (default: auto)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument("--resume", action="store_true",
+                   help="keep outputs a previous (interrupted) run finished and do only the rest; outputs are "
+                        "written under a temporary name and renamed, so an existing one is complete, and a killed "
+                        "run's temporary files are removed")
     p.set_defaults(func=run)
 
 
@@ -90,9 +94,10 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     return files
 
 
-def plan_outputs(files: list[tuple[Path, Path]], output: str, force: bool) -> tuple[list[Path], bool]:
+def plan_outputs(files: list[tuple[Path, Path]], output: str, force: bool,
+                 resume: bool = False) -> tuple[list[Path], bool]:
     """(destination per input, whether OUT is a folder); refuses clashes, inputs being overwritten
-    and (without `force`) existing files, before any work starts."""
+    and (without `force` or `resume`) existing files, before any work starts."""
     from adcsr.core.imaging import check_output
 
     out = Path(output)
@@ -106,8 +111,28 @@ def plan_outputs(files: list[tuple[Path, Path]], output: str, force: bool) -> tu
         if dst in seen:
             raise UserError(f"{seen[dst]} and {src} would both be written to {dst}")
         seen[dst] = src
-        check_output(dst, force=force, inputs=[f for f, _ in files])
+        check_output(dst, force=force or (resume and dst.is_file()), inputs=[f for f, _ in files])
     return dests, folder
+
+
+def remove_stale_temporaries(dests: list[Path]) -> int:
+    """Delete what a killed run left under `core.atomic`'s temporary names (`.<stem>.*.tmp*`)
+    beside the planned outputs; returns how many."""
+    gone = 0
+    for parent, stems in _by_parent(dests).items():
+        if parent.is_dir():
+            for f in parent.iterdir():
+                if f.name.startswith(".") and ".tmp" in f.name and f.name[1:].split(".", 1)[0] in stems:
+                    f.unlink()
+                    gone += 1
+    return gone
+
+
+def _by_parent(dests: list[Path]) -> dict[Path, set[str]]:
+    out: dict[Path, set[str]] = {}
+    for d in dests:
+        out.setdefault(d.parent, set()).add(d.stem)
+    return out
 
 
 def resolve_device(name: str) -> str:
@@ -193,13 +218,23 @@ def run(args: argparse.Namespace) -> int:
     from adcsr.core.imaging import read_image
 
     files = collect_inputs(args.inputs)
-    dests, folder = plan_outputs(files, args.output, args.force)
+    if args.resume and args.force:
+        raise UserError("--resume keeps finished outputs and --force replaces them: give one")
+    dests, folder = plan_outputs(files, args.output, args.force, args.resume)
+    kept = set()
+    if args.resume:
+        removed = remove_stale_temporaries(dests)
+        kept = {d for d in dests if d.is_file()}
+        print(f"adcsr upscale: resuming: {len(kept)} finished output(s) kept"
+              + (f", {removed} temporary file(s) of an interrupted run removed" if removed else ""), file=sys.stderr)
     source = load_model(args)
     described, fix = source.described, args.color_fix or source.default_fix
     if "prompt" in described:
         print(f"adcsr upscale: {described['name']} prompt: {described['prompt']}", file=sys.stderr)
     failed: list[Path] = []
     for (src, _), dst in tqdm(list(zip(files, dests)), desc="upscale", unit="image", disable=len(files) < 2):
+        if dst in kept:
+            continue
         try:
             upscale_image(source, read_image(src), dst, fix, len(files) == 1)
         except UserError as e:
