@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from adcsr.core.errors import UserError
+from adcsr.core.manifest import sha256_tree
 
 from .qnn import get_soc
 
@@ -78,6 +79,7 @@ def load_artifact(path: str | os.PathLike, soc: str | None = None, htp_workers: 
         path = _main_file(path)
     if not path.exists():
         raise UserError(f"artifact not found: {path}")
+    check_files(path)
     if path.suffix == ".onnx":
         return _load_onnx(path, soc, htp_workers)
     if path.suffix == ".pte":
@@ -85,6 +87,32 @@ def load_artifact(path: str | os.PathLike, soc: str | None = None, htp_workers: 
     if path.suffix == ".mlpackage":
         raise UserError(f"{path.name}: Core ML models run only on macOS/iOS; here they are checked by spec")
     raise UserError(f"{path}: not an artifact this runtime can run (.onnx, .pte)")
+
+
+def check_files(path: Path) -> None:
+    """The artifact's files as its manifest records them (the file, and a QNN context model's
+    `.bin` files): one missing, truncated or changed is a one-line error naming it, before any
+    runtime opens it (a QNN emulator or ExecuTorch would fail deep inside, or crash)."""
+    manifest = path.parent / MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        entries = json.loads(manifest.read_text()).get("artifacts", [])
+    except (ValueError, AttributeError):
+        raise UserError(f"{manifest}: not a valid export manifest: export again") from None
+    by_file = {e["file"]: e for e in entries if isinstance(e, dict) and "file" in e}
+    if path.name not in by_file:
+        return
+    names = [path.name]
+    if by_file[path.name].get("kind") == "qnn_context":
+        names += [e["file"] for e in by_file.values() if e.get("kind") == "qnn_context_bin"]
+    for name in names:
+        f = path.parent / name
+        if not f.exists():
+            raise UserError(f"{f}: missing (its {MANIFEST} lists it): export again")
+        if by_file[name].get("sha256") and sha256_tree(f) != by_file[name]["sha256"]:
+            raise UserError(f"{f}: does not match its {MANIFEST} (sha256 differs: truncated or changed): "
+                            "export again")
 
 
 def _main_file(folder: Path) -> Path:
@@ -98,11 +126,21 @@ def _main_file(folder: Path) -> Path:
 def _onnx_kind(path: Path) -> tuple[str, int]:
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file: protobuf's own errors
+        raise UserError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:200]}): export again") from None
     ops = {n.op_type for n in proto.graph.node}
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     tile = int(dims[-1].dim_value)
     if "EPContext" in ops:
+        for node in proto.graph.node:  # a context model names its .bin files: one missing is one line
+            attrs = {a.name: a for a in node.attribute}
+            if node.op_type == "EPContext" and attrs.get("embed_mode") and attrs["embed_mode"].i == 0:
+                binary = path.parent / attrs["ep_cache_context"].s.decode()
+                if not binary.is_file():
+                    raise UserError(f"{path.name} needs its QNN context binary {binary}, which is missing: "
+                                    "copy the whole export folder, or export again")
         return "qnn_context", tile
     return ("w8a16_qdq" if "QuantizeLinear" in ops else "fp32"), tile
 
@@ -143,10 +181,10 @@ def htp_artifact(path: Path, soc_name: str, kind: str, tile: int, cpu_fallback: 
 
 
 @contextlib.contextmanager
-def _native_stderr_captured():
+def _native_stderr_captured(lines: list[str]):
     """executorch's CPU-info probe prints five `[cpuinfo_utils.cpp:…]` lines to file descriptor 2
     (below Python) when a method is loaded; keep them out of the one-line error output of the CLI.
-    They are written to stderr after all if loading fails."""
+    If loading fails, what the runtime printed is left in `lines` for the error message."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -156,7 +194,7 @@ def _native_stderr_captured():
         except BaseException:
             os.dup2(saved, 2)
             captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
+            lines.extend(captured.read().decode(errors="replace").splitlines())
             raise
         finally:
             os.dup2(saved, 2)
@@ -169,8 +207,14 @@ def _load_pte(path: Path) -> Artifact:
     tile = artifact_manifest(path).get("lr_tile")
     if not tile:
         raise UserError(f"{path}: its {MANIFEST} (with lr_tile) is missing")
-    with _native_stderr_captured():
-        method = Runtime.get().load_program(str(path)).load_method("forward")
+    printed: list[str] = []
+    try:
+        with _native_stderr_captured(printed):
+            method = Runtime.get().load_program(str(path)).load_method("forward")
+    except RuntimeError as e:
+        said = next((ln.split("] ", 1)[-1] for ln in reversed(printed) if "cpuinfo" not in ln and ln.strip()), str(e))
+        raise UserError(f"{path}: ExecuTorch cannot load it ({said.strip()}): truncated, or not a .pte? "
+                        "Export it again") from None
 
     def run(x: np.ndarray) -> np.ndarray:
         return method.execute([torch.from_numpy(x)])[0].numpy()

@@ -74,6 +74,7 @@ def verify(artifact: str | os.PathLike) -> dict:
             continue
         if sha256_tree(path) != entry.get("sha256"):
             failures.append(f"{entry['file']}: sha256 differs from the manifest")
+            continue  # not run: a changed file is what the check reports, not a runtime's failure on it
         if path.suffix != ".mlpackage" and kind in KIND_THRESHOLD:
             if kind == "qnn_context":
                 try:
@@ -81,7 +82,11 @@ def verify(artifact: str | os.PathLike) -> dict:
                                                          graph_count(manifest.get("htp_optimization_mode")))["htp_fraction"]
                 except UserError as e:
                     failures.append(f"{entry['file']}: {e}")
-            run = load_artifact(path)
+            try:
+                run = load_artifact(path)
+            except UserError as e:  # e.g. a context binary it needs was changed or removed
+                failures.append(str(e))
+                continue
             row["psnr_db"] = parity_psnr(reference, run(lr).numpy())
             if run.session is not None:
                 row["session"] = run.session
