@@ -69,17 +69,20 @@ def artifact_manifest(path: str | os.PathLike) -> dict:
     return json.loads(m.read_text()) if m.is_file() else {}
 
 
-def load_artifact(path: str | os.PathLike, soc: str | None = None, htp_workers: int | None = None) -> Artifact:
+def load_artifact(path: str | os.PathLike, soc: str | None = None, htp_workers: int | None = None,
+                  check_manifest: bool = True) -> Artifact:
     """`path` (a file or an export folder) ready to run; `soc` picks the HTP emulator of a QNN
     artifact (default: the SoC its manifest records; without either, a `UserError`);
     `htp_workers` emulator processes run a QNN artifact's tiles side by side (default: one per
-    core, up to 4; each keeps about one core busy)."""
+    core, up to 4; each keeps about one core busy); `check_manifest` first checks the files
+    against the sha256 their export manifest records (`check_files`)."""
     path = Path(path)
     if path.is_dir() and not path.suffix == ".mlpackage":
         path = _main_file(path)
     if not path.exists():
         raise UserError(f"artifact not found: {path}")
-    check_files(path)
+    if check_manifest:
+        check_files(path)
     if path.suffix == ".onnx":
         return _load_onnx(path, soc, htp_workers)
     if path.suffix == ".pte":
