@@ -59,6 +59,12 @@ def _backends(root: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 backends.append({"id": "xnnpack-cpu", "kind": "executorch-xnnpack",
                                  "label": "ExecuTorch XNNPACK (CPU)", "precision": "fp32", "folder": name,
                                  "files": pte})
+            qnn = [a for a in files if a["kind"] == "qnn_16a8w"]  # lowered only where a QNN SDK was installed
+            if qnn:
+                soc = (manifest.get("qnn_pte_quantization") or {}).get("soc", "")
+                backends.insert(0, {"id": f"qnn-pte-{soc}", "kind": "executorch-qnn",
+                                    "label": f"ExecuTorch QNN on the Hexagon NPU ({soc})", "precision": "W8A16 (16a8w)",
+                                    "folder": name, "files": qnn})
     if not backends:
         raise UserError(f"{root}: neither a QNN context model nor an ExecuTorch XNNPACK .pte to stage")
     return backends, manifests

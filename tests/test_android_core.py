@@ -198,3 +198,26 @@ def test_versions_are_named_once_in_the_catalog():
         assert not literal, f"{gradle.relative_to(APP)} names a version outside the catalog: {literal}"
     kotlin_sources = [p for p in (APP / "sr-core" / "src" / "main").rglob("*.kt")]
     assert kotlin_sources and not any("import android" in p.read_text() for p in kotlin_sources)
+
+
+def test_a_qnn_pte_built_with_an_sdk_is_staged_as_its_own_backend(exported, tmp_path):
+    """Where `adcsr export` found a QNN SDK it also lowers `student_qnn_<SoC>.pte` (kind qnn_16a8w);
+    none can be built here, so a stand-in file is listed in a copy of the executorch folder's
+    manifest to check only the staging."""
+    import hashlib
+    import json
+
+    from adcsr.export import stage_for_android
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(Path(exported["executorch"]), root / "executorch")
+    q = root / "executorch" / "student_qnn_SM8750.pte"
+    q.write_bytes(b"stand-in for a QNN-lowered program")
+    manifest = json.loads((root / "executorch" / "manifest.json").read_text())
+    manifest["artifacts"].append({"file": q.name, "kind": "qnn_16a8w", "bytes": q.stat().st_size,
+                                  "sha256": hashlib.sha256(q.read_bytes()).hexdigest()})
+    (root / "executorch" / "manifest.json").write_text(json.dumps(manifest))
+    contract = json.loads(stage_for_android(root, _app_copy(tmp_path)).read_text())
+    kinds = [b["kind"] for b in contract["backends"]]
+    assert kinds == ["executorch-qnn", "executorch-xnnpack"]
+    assert contract["backends"][0]["files"][0]["path"] == f"executorch/{q.name}"
