@@ -36,23 +36,22 @@ def _run_method(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("distill", help="train: stage 0 autoencoder, stage 1 decoder, stage 2 distillation",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    stages = p.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for name, help_ in HELP.items():
-        s = stages.add_parser(name, help=help_)
+def _commands(parent, dest: str, metavar: str, helps: dict[str, str], func) -> None:
+    """One subcommand per name, each taking a config and --resume."""
+    sub = parent.add_subparsers(dest=dest, metavar=metavar, required=True)
+    for name, help_ in helps.items():
+        s = sub.add_parser(name, help=help_)
         s.add_argument("config", help="YAML config (see distill/configs/)")
         s.add_argument("--resume", action="store_true",
                        help="continue from the newest good checkpoint in the config's run_dir")
-        s.set_defaults(func=_run)
+        s.set_defaults(func=func)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("distill", help="train: stage 0 autoencoder, stage 1 decoder, stage 2 distillation",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _commands(p, "stage", "STAGE", HELP, _run)
     t = subparsers.add_parser("train", help="train a baseline method with its own objective (DFOSD, TSD-SR)",
                               description="Train one of the papers' methods with its own training objective, on "
                               "the shared trainer (resume, multi-process, AMP as the distillation stages).")
-    methods = t.add_subparsers(dest="method", metavar="METHOD", required=True)
-    for name, help_ in METHOD_HELP.items():
-        m = methods.add_parser(name, help=help_)
-        m.add_argument("config", help="YAML config (see distill/configs/)")
-        m.add_argument("--resume", action="store_true",
-                       help="continue from the newest good checkpoint in the config's run_dir")
-        m.set_defaults(func=_run_method)
+    _commands(t, "method", "METHOD", METHOD_HELP, _run_method)

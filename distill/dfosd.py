@@ -34,7 +34,8 @@ from .data import DegradedCrops
 from .discriminator import NoiseAwareDiscriminator
 from .losses import discriminator_adv, forward_diffusion, generator_adv
 from .run_folder import finish_run, open_run
-from .trainer import Phase, Task, Trainer
+from .partly_trained import CheckpointedBackbone
+from .trainer import Phase, Task, Trainer, adamw
 
 
 @dataclass
@@ -82,7 +83,7 @@ def ea_loss(dists_weights: str | None) -> nn.Module:
     return metric
 
 
-class DFOSDGenerator(nn.Module):
+class DFOSDGenerator(CheckpointedBackbone):
     """The trainable generator: the teacher's UNet (LoRA trained) and VAE (frozen) as submodules,
     its text embedding as a parameter. `forward(lr)` → (ẑ_H, x̂_H), differentiable."""
 
@@ -96,17 +97,6 @@ class DFOSDGenerator(nn.Module):
                 p.requires_grad_(True)
         self.text_embedding = nn.Parameter(teacher.prompt_embeds.detach().clone().float())
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in keep}
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.unet.enable_gradient_checkpointing()
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.unet.is_gradient_checkpointing
-
     def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.teacher.lr_latent(lr)
         x0 = self.teacher.predict_x0(z, self.text_embedding)
@@ -116,9 +106,10 @@ class DFOSDGenerator(nn.Module):
 def _check_source(cfg: DFOSDConfig) -> None:
     if bool(cfg.sd_folder) == bool(cfg.preset):
         raise UserError("dfosd: give exactly one of sd_folder (an SD2.1-base diffusers folder) or preset: tiny")
-    for sub in ("unet", "vae") if cfg.sd_folder else ():
-        if not (Path(cfg.sd_folder) / sub / "config.json").is_file():
-            raise UserError(f"{cfg.sd_folder} is not a diffusers SD folder (no {sub}/config.json)")
+    if cfg.sd_folder:
+        from adcsr.core.models.teachers.sd_one_step import require_subfolders
+
+        require_subfolders(cfg.sd_folder, ("unet", "vae"))
 
 
 def _base_sd(cfg: DFOSDConfig):
@@ -158,10 +149,8 @@ class DFOSDTask(Task):
         self.heldout = None
 
     def optimizers(self):
-        def adamw(module, lr):
-            return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr)
-
-        return {"generator": adamw(self.generator, self.cfg.lr), "disc": adamw(self.disc, self.cfg.disc_lr)}
+        return {"generator": adamw(self.generator.trainable_parameters(), self.cfg.lr),
+                "disc": adamw(self.disc.trainable_parameters(), self.cfg.disc_lr)}
 
     def batch(self, step, indices, device):
         b = self.data.batch(indices)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .partly_trained import CheckpointedBackbone
+
 # The release's LoRA rule for its stage-2 discriminator: every weight (not bias, not norm) whose
 # parameter name contains one of these, matched as substrings, so `conv` also picks `conv_in`,
 # `conv_out` and the samplers' convs, and `to_q` … the cross-attention's projections too.
@@ -41,7 +43,7 @@ class PatchDiscriminator(nn.Module):
         return self.net(img01 * 2 - 1)
 
 
-class FeatureDiscriminator(nn.Module):
+class FeatureDiscriminator(CheckpointedBackbone):
     """An SD-shaped `UNet2DConditionModel` reading decoder features, as released: a new `conv_in`
     (feature channels → the UNet's first width, initialised from the old weights repeated and
     divided by the repeat count), then peft LoRA (gaussian init, scale alpha / rank) on the
@@ -75,18 +77,9 @@ class FeatureDiscriminator(nn.Module):
         self.register_buffer("prompt_embeds", prompt_embeds.reshape(1, -1, prompt_embeds.shape[-1]))
         self.timestep = timestep
 
-    def enable_gradient_checkpointing(self) -> None:
-        """diffusers' own checkpointing of the backbone UNet (the trainer's `grad_checkpointing`)."""
-        self.unet.enable_gradient_checkpointing()
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.unet.is_gradient_checkpointing
-
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """What changes in training (LoRA, conv_in) plus the prompt: the checkpointed part."""
-        keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in keep or k == "prompt_embeds"}
+        return {**super().trainable_state_dict(), "prompt_embeds": self.prompt_embeds}
 
     def forward(self, feats: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
         """`embeds`: (B, L, D) text embeddings, one per sample; default: the fixed one."""
@@ -96,7 +89,7 @@ class FeatureDiscriminator(nn.Module):
         return self.unet(feats, t, encoder_hidden_states=cond.to(feats.dtype)).sample
 
 
-class NoiseAwareDiscriminator(nn.Module):
+class NoiseAwareDiscriminator(CheckpointedBackbone):
     """DFOSD's noise-aware discriminator (NAD): the down blocks and mid block of an SD UNet
     (initialised from the generator's base UNet, LoRA on both, rank = alpha = 16 in the paper)
     and a new per-location MLP (1×1 convolutions) turning the mid-block features into a realism
@@ -118,17 +111,6 @@ class NoiseAwareDiscriminator(nn.Module):
         width = unet.config.block_out_channels[-1]
         self.head = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.SiLU(), nn.Conv2d(hidden, 1, 1))
         self.register_buffer("prompt_embeds", torch.zeros(1, tokens, unet.config.cross_attention_dim))
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in keep}
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.unet.enable_gradient_checkpointing()
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.unet.is_gradient_checkpointing
 
     def forward(self, noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         u = self.unet

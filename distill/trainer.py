@@ -75,6 +75,11 @@ def adam(params, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr, fused=True)
 
 
+def adamw(params, lr: float) -> torch.optim.AdamW:
+    """The baselines' optimizer (DFOSD and TSD-SR train with AdamW)."""
+    return torch.optim.AdamW(params, lr)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -24,7 +24,6 @@ from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from adcsr.core.config import load_config, path_field
 from adcsr.core.errors import UserError
@@ -36,7 +35,8 @@ from .data import DegradedCrops
 from .losses import cfg as guided
 from .losses import tsd_gradient, tsd_loss
 from .run_folder import finish_run, open_run
-from .trainer import Phase, Task, Trainer
+from .partly_trained import CheckpointedBackbone, PartlyTrained
+from .trainer import Phase, Task, Trainer, adamw
 
 REG_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"]  # the script's
 
@@ -66,8 +66,10 @@ class TSDSRConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(hr_size=512))
 
 
-class TSDSRStudent(nn.Module):
+class TSDSRStudent(CheckpointedBackbone):
     """The trainable student: the teacher-class model's transformer and VAE with their LoRA."""
+
+    backbone = "transformer"
 
     def __init__(self, model):
         super().__init__()
@@ -81,17 +83,6 @@ class TSDSRStudent(nn.Module):
         self.register_buffer("prompt_embeds", model.prompt_embeds.detach().clone().float())
         self.register_buffer("pooled_embeds", model.pooled_embeds.detach().clone().float())
 
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in keep}
-
-    def enable_gradient_checkpointing(self) -> None:
-        self.transformer.enable_gradient_checkpointing()
-
-    @property
-    def is_gradient_checkpointing(self) -> bool:
-        return self.transformer.is_gradient_checkpointing
-
     def forward(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(ẑ, x̂): the one step with gradients through both LoRAs (the VAE encoder's too)."""
         p = next(self.vae.parameters())
@@ -101,7 +92,7 @@ class TSDSRStudent(nn.Module):
         return latent, self.model.decode(latent)
 
 
-class RegModel(nn.Module):
+class RegModel(PartlyTrained):
     """The frozen SD3 transformer with a trainable "reg" LoRA: with adapters off it is the teacher,
     with them on the LoRA model. Predictions are guided (CFG) against zero embeddings."""
 
@@ -115,10 +106,6 @@ class RegModel(nn.Module):
         self.transformer = transformer
         self.register_buffer("prompt", prompt.detach().clone().float())
         self.register_buffer("pooled", pooled.detach().clone().float())
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in keep}
 
     def velocity(self, latent: torch.Tensor, t: torch.Tensor, guidance: float | None, lora: bool) -> torch.Tensor:
         if lora:
@@ -200,10 +187,8 @@ class TSDSRTask(Task):
         self.heldout = None
 
     def optimizers(self):
-        def adamw(module, lr):
-            return torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr)
-
-        return {"student": adamw(self.student, self.cfg.lr), "reg": adamw(self.reg, self.cfg.reg_lr)}
+        return {"student": adamw(self.student.trainable_parameters(), self.cfg.lr),
+                "reg": adamw(self.reg.trainable_parameters(), self.cfg.reg_lr)}
 
     def batch(self, step, indices, device):
         c = self.cfg

@@ -25,7 +25,7 @@ import torch
 from ...errors import UserError
 from ..sd_configs import PRESETS, unet_config, vae_config
 from .osediff import unet_lora_targets
-from .sd_one_step import OneStepSDTeacher, check_precision, sd21_scheduler
+from .sd_one_step import OneStepSDTeacher, check_precision, randomize_lora, require_subfolders, sd21_scheduler
 
 RANK = ALPHA = 16
 DEFAULT_TIMESTEP = 500
@@ -112,9 +112,7 @@ class DFOSDTeacher(OneStepSDTeacher):
             from diffusers import AutoencoderKL, UNet2DConditionModel
 
             folder = Path(sd_folder)
-            for sub in ("unet", "vae"):
-                if not (folder / sub / "config.json").is_file():
-                    raise UserError(f"{folder} is not a diffusers SD folder (no {sub}/config.json)")
+            require_subfolders(folder, ("unet", "vae"))
             unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
             vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
             info = {"sd_folder": str(folder), "checkpoint": str(checkpoint) if checkpoint else None}
@@ -147,10 +145,8 @@ class DFOSDTeacher(OneStepSDTeacher):
         teacher = cls.build(unet, vae, sd21_scheduler(None), {"preset": preset, "seed": seed}, timestep=timestep,
                             dtype=dtype, device=device)
         gen = torch.Generator().manual_seed(seed)
+        randomize_lora((teacher.unet,), gen, 0.05)
         with torch.no_grad():
-            for name, p in teacher.unet.named_parameters():
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
             teacher.prompt_embeds.copy_(torch.randn(teacher.prompt_embeds.shape, generator=gen) * 0.1)
         return teacher
 

@@ -21,7 +21,7 @@ import torch
 
 from ...errors import UserError
 from ..sd_configs import unet_config, vae_config
-from .sd_one_step import OneStepSDTeacher, check_precision, sd21_scheduler
+from .sd_one_step import OneStepSDTeacher, check_precision, randomize_lora, require_subfolders, sd21_scheduler
 
 if TYPE_CHECKING:
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -196,9 +196,7 @@ class OSEDiffTeacher(OneStepSDTeacher):
                 raise UserError("osediff needs sd_folder=<SD2.1-base diffusers folder> and checkpoint=<OSEDiff "
                                 "checkpoint> (or preset=tiny)")
             folder = Path(sd_folder)
-            for sub in ("unet", "vae"):
-                if not (folder / sub / "config.json").is_file():
-                    raise UserError(f"{folder} is not a diffusers SD folder (no {sub}/config.json)")
+            require_subfolders(folder, ("unet", "vae"))
             ckpt = read_checkpoint(checkpoint)
             from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -242,11 +240,7 @@ class OSEDiffTeacher(OneStepSDTeacher):
             "unet_lora_others_modules": targets["default_others"],
         }
         add_adapters(unet, vae, lists)
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, p in [*unet.named_parameters(), *vae.named_parameters()]:
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
+        randomize_lora((unet, vae), torch.Generator().manual_seed(seed), 0.05)
         info = {"preset": preset, "seed": seed, "prompt": source}
         return cls(unet, vae, sd21_scheduler(None), emb, info, lists, dtype=dtype, device=device)
 

@@ -42,6 +42,32 @@ def sd21_scheduler(folder=None):
     return sched
 
 
+def require_subfolders(folder, subs: tuple[str, ...], kind: str = "SD") -> None:
+    """A diffusers model folder holding each of `subs` (their config.json), else one line."""
+    from pathlib import Path
+
+    for sub in subs:
+        if not (Path(folder) / sub / "config.json").is_file():
+            raise UserError(f"{folder} is not a diffusers {kind} folder (no {sub}/config.json)")
+
+
+def randomize_lora(models, generator: torch.Generator, std: float) -> None:
+    """Non-zero LoRA B weights for the random-weight presets, so the LoRA paths are exercised."""
+    with torch.no_grad():
+        for model in models:
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+
+def merge_lora_adapters(models) -> None:
+    """Fold every peft adapter of each model into its base weights and drop the adapters."""
+    for model in models:
+        if getattr(model, "peft_config", None):
+            model.fuse_lora(adapter_names=list(model.peft_config))
+            model.unload_lora()
+
+
 class OneStepSDTeacher(Teacher):
     size_multiple = 16  # the UNet halves the latent 3 times: latent % 8, image % 64, LR % 16
     default_color_fix = "adain"
@@ -117,10 +143,7 @@ class OneStepSDTeacher(Teacher):
         """Fold every LoRA adapter into its base weights (peft merge) and drop the adapters."""
         if self.info["merged"]:
             return
-        for model in (self.unet, self.vae):
-            if getattr(model, "peft_config", None):
-                model.fuse_lora(adapter_names=list(model.peft_config))
-                model.unload_lora()
+        merge_lora_adapters((self.unet, self.vae))
         self.info["merged"] = True
 
     def describe(self) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ...errors import UserError
 from ..sd3_configs import PRESETS, PROMPT_SHAPES, transformer_config, vae_config
 from .base import Teacher
-from .sd_one_step import DTYPES, check_precision
+from .sd_one_step import DTYPES, check_precision, merge_lora_adapters, randomize_lora, require_subfolders
 
 if TYPE_CHECKING:
     from ..feature_space import FeatureSpace
@@ -167,9 +167,7 @@ class TSDSRTeacher(Teacher):
             from diffusers import AutoencoderKL, SD3Transformer2DModel
 
             folder, loras = Path(sd3_folder), Path(lora_dir)
-            for sub in ("transformer", "vae"):
-                if not (folder / sub / "config.json").is_file():
-                    raise UserError(f"{folder} is not a diffusers SD3 folder (no {sub}/config.json)")
+            require_subfolders(folder, ("transformer", "vae"), "SD3")
             transformer = SD3Transformer2DModel.from_pretrained(folder, subfolder="transformer")
             vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
             add_adapters(transformer, vae, int(rank))
@@ -204,10 +202,7 @@ class TSDSRTeacher(Teacher):
         vae = AutoencoderKL(**vae_config(preset))
         add_adapters(transformer, vae, RANK if preset == "sd3" else 4)
         gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for name, p in [*transformer.named_parameters(), *vae.named_parameters()]:
-                if "lora_B" in name:
-                    p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+        randomize_lora((transformer, vae), gen, 0.02)
         shapes = PROMPT_SHAPES[preset]
         pe = torch.randn(shapes[0], generator=gen) * 0.1
         pooled = torch.randn(shapes[1], generator=gen) * 0.1
@@ -231,9 +226,7 @@ class TSDSRTeacher(Teacher):
     def merge_lora(self) -> None:
         if self.info["merged"]:
             return
-        for model in (self.transformer, self.vae):
-            model.fuse_lora(adapter_names=list(model.peft_config))
-            model.unload_lora()
+        merge_lora_adapters((self.transformer, self.vae))
         self.info["merged"] = True
 
     @torch.no_grad()
