@@ -76,7 +76,8 @@ EXAMPLES: dict[str, str] = {
     "export coreml": """\
   adcsr export coreml runs/default/stage2/train/student --out exports/""",
     "export all": """\
-  adcsr export all runs/default/stage2/train/student --out exports/ --jobs 3""",
+  adcsr export all runs/default/stage2/train/student --out exports/ --jobs 3
+  adcsr export all runs/default/stage2/train/student --out exports/ --resume   # after an interrupted one""",
     "export verify": """\
   adcsr export verify exports/qnn-SM8750       # re-run it against the student it records""",
     "export android": """\
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from adcsr.core.errors import UserError
+    from adcsr.core.errors import UserError, disk_full, disk_full_message
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -142,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adcsr {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI's last line of defence
+        if disk_full(e):
+            print(f"adcsr {args.command}: error: {disk_full_message(e)}", file=sys.stderr)
+            return 1
         if os.environ.get("ADCSR_DEBUG"):
             traceback.print_exc()
         print(f"adcsr {args.command}: internal error: {type(e).__name__}: {e}", file=sys.stderr)

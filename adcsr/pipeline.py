@@ -210,9 +210,11 @@ def _stage_export(cfg: PipelineConfig):
         from adcsr.export import export, load_export_config
 
         out = ctx.dir / "artifacts"
-        shutil.rmtree(out, ignore_errors=True)  # a rerun rebuilds every artifact
+        if not ctx.resume:  # a fresh run rebuilds every artifact; an interrupted one keeps the targets it finished
+            shutil.rmtree(out, ignore_errors=True)
         results = export(ctx.input("stage2.student"), out, list(cfg.export.targets),
-                         load_export_config(None, **cfg.export.options), force=True)
+                         load_export_config(None, **cfg.export.options), force=not ctx.resume, resume=ctx.resume,
+                         log=lambda m: print(f"[export] {m}", file=sys.stderr))
         # each target reports the folders it wrote (e.g. qnn: onnx/ and qnn-SM8750/)
         return {key: Path(value) for result in results.values() for key, value in result.items()
                 if isinstance(value, str) and Path(value).is_dir()}

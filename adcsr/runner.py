@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from adcsr.core.atomic import atomic_write_text
-from adcsr.core.errors import UserError
+from adcsr.core.errors import UserError, disk_full, disk_full_message
 from adcsr.core.manifest import read_manifest, sha256_tree, write_manifest
 
 
@@ -32,7 +32,10 @@ class StageFailed(Exception):
     def __init__(self, stage: str, cause: BaseException):
         self.stage = stage
         self.cause = cause
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        if disk_full(cause):
+            first = disk_full_message(cause)
+        else:
+            first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         if len(first) > 300:
             first = first[:300] + " …"
         super().__init__(f"stage '{stage}' failed: {first}")

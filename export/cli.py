@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 TARGET_CHOICES = ("qnn", "executorch", "coreml", "all")
 
@@ -20,6 +21,9 @@ def add_parser(subparsers) -> None:
         t.add_argument("--config", default=None, help="export config YAML (default: export/configs/default.yaml)")
         t.add_argument("--jobs", type=int, default=None, help="targets exported at once, each in its own process")
         t.add_argument("--force", action="store_true", help="replace existing output folders")
+        t.add_argument("--resume", action="store_true",
+                       help="after an interrupted export: keep the targets it finished (same student and settings, "
+                            "files intact), remove what it left half-written, export the rest")
         t.set_defaults(func=_run_export, target=target)
     v = sub.add_parser("verify", help="re-run an exported folder's artifacts against the PyTorch student, "
                                       "applying the thresholds its manifest records")
@@ -38,7 +42,9 @@ def _run_export(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("soc", args.soc), ("tile", args.tile), ("jobs", args.jobs)) if v is not None}
     cfg = load_export_config(args.config, **overrides)
     targets = list(TARGETS) if args.target == "all" else [args.target]
-    print(json.dumps(export(args.student, args.out, targets, cfg, force=args.force), indent=2, default=str))
+    results = export(args.student, args.out, targets, cfg, force=args.force, resume=args.resume,
+                     log=lambda m: print(f"adcsr export: {m}", file=sys.stderr))
+    print(json.dumps(results, indent=2, default=str))
     return 0
 
 

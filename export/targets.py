@@ -7,6 +7,7 @@ Layout under `out`: `onnx/` (fp32 + W8A16 QDQ), `qnn-<SOC>/` (EPContext model + 
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import multiprocessing.connection
 import os
@@ -18,13 +19,14 @@ import torch
 from tqdm.auto import tqdm
 
 from adcsr.core.atomic import atomic_dir
-from adcsr.core.errors import UserError
+from adcsr.core.errors import UserError, disk_full
 from adcsr.core.manifest import sha256_tree, size_on_disk, write_manifest
 from adcsr.core.metrics.fidelity import parity_psnr
 
 from . import calibration
 from .config import ExportConfig
 from .deploy import deploy_form, relative_max_diff
+from .resume import remove_temporaries, settings, target_folders, unfinished
 from .runtime import MANIFEST
 from .student_io import StudentRef
 from .thresholds import meets_minimum
@@ -88,6 +90,7 @@ class Context:
             output={"name": "sr", "shape": [1, 3, 4 * self.cfg.tile, 4 * self.cfg.tile], "dtype": "float32"},
             evaluation_set=calibration.describe("heldout", self.cfg.tile, self.cfg.eval_count, self.cfg.seed),
             thresholds=self.cfg.thresholds(),
+            export_settings=settings(self.cfg),
             deploy_equivalence={b: self.equivalence[b] for b in backends}, artifacts=artifacts, **fields,
         )
 
@@ -274,23 +277,47 @@ EXPORTERS = {"qnn": export_qnn, "executorch": export_executorch, "coreml": expor
 
 
 def export(student: str | os.PathLike, out: str | os.PathLike, targets: list[str], cfg: ExportConfig,
-           force: bool = False, progress: bool = True) -> dict:
-    """Export `student` (a saved folder or a preset name) to each target under `out`."""
+           force: bool = False, progress: bool = True, resume: bool = False,
+           log: Callable[[str], None] = print) -> dict:
+    """Export `student` (a saved folder or a preset name) to each target under `out`.
+
+    With `resume`, targets an earlier (interrupted) export finished for the same student and
+    settings are kept (`resume.unfinished`), what it left half-written is removed, the rest is
+    exported again."""
     from .qnn import get_soc
 
     unknown = [t for t in targets if t not in EXPORTERS]
     if unknown:
         raise UserError(f"unknown export target {unknown[0]!r} (known: {', '.join(EXPORTERS)})")
+    if resume and force:
+        raise UserError("--resume keeps finished targets and --force replaces them: give one")
     get_soc(cfg.soc)
     if cfg.tile <= 0 or cfg.tile % 16:
         raise UserError(f"--tile must be a positive multiple of 16, got {cfg.tile}")
     if cfg.jobs < 1:
         raise UserError(f"jobs must be at least 1, got {cfg.jobs}")
-    ref = StudentRef.parse(str(student), cfg.seed)
-    if cfg.jobs == 1 or len(targets) == 1:
+    ref, out = StudentRef.parse(str(student), cfg.seed), Path(out)
+    kept: dict[str, dict] = {}
+    if resume:
+        described = ref.describe()
+        for t in targets:
+            names = target_folders(t, cfg)
+            removed = remove_temporaries(out, list(names.values()))
+            why = unfinished(out, t, cfg, described)
+            if why is None:
+                kept[t] = {**{k: str(out / n) for k, n in names.items()}, "kept": "finished before"}
+            log(f"{t}: " + ("kept (finished before)" if why is None else f"exporting ({why})")
+                + (f"; {removed} half-written folder(s) of an interrupted export removed" if removed else ""))
+        force = True  # what is not kept is incomplete or stale: replace it
+    todo = [t for t in targets if t not in kept]
+    if not todo:
+        results = {}
+    elif cfg.jobs == 1 or len(todo) == 1:
         ctx = Context(ref, cfg, progress)
-        return {t: EXPORTERS[t](ctx, Path(out), force) for t in targets}
-    return _export_in_processes(ref, Path(out), targets, cfg, force, progress)
+        results = {t: EXPORTERS[t](ctx, out, force) for t in todo}
+    else:
+        results = _export_in_processes(ref, out, todo, cfg, force, progress)
+    return {t: kept.get(t) or results[t] for t in targets}
 
 
 def _export_in_processes(ref: StudentRef, out: Path, targets: list[str], cfg: ExportConfig, force: bool,
@@ -324,10 +351,12 @@ def _export_in_processes(ref: StudentRef, out: Path, targets: list[str], cfg: Ex
                 if status == "ok":
                     results[target] = value
                 else:
-                    errors.append((status, f"export {target}: {value}"))
+                    errors.append((status, value if status == "disk" else f"export {target}: {value}"))
                 bar.update()
     if errors:
         status, message = errors[0]
+        if status == "disk":  # the child's full disk, as the CLI reports one
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), message)
         raise (UserError if status == "user" else RuntimeError)(message)
     return {t: results[t] for t in targets}
 
@@ -341,4 +370,7 @@ def _export_one(conn, ref: StudentRef, out: Path, target: str, cfg: ExportConfig
     except UserError as e:
         conn.send(("user", str(e)))
     except Exception as e:  # noqa: BLE001 - reported in the parent with the target's name
+        if disk_full(e):
+            conn.send(("disk", getattr(e, "filename", None) or f"the {target} export's files"))
+            return
         conn.send(("error", f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"))

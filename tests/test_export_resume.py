@@ -1,0 +1,119 @@
+"""`adcsr export … --resume`: an export killed with SIGKILL leaves no half-written folder; run
+again with --resume it removes what the kill left, exports what was not finished, and keeps what
+was (same student, same settings, every file as its manifest records it).
+
+The student is a real `AdcSRStudent` at a few thousand parameters (one attention level, one block
+per level) so the Core ML export it is killed in takes seconds, not minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from adcsr.core.models.student import AdcSRStudent
+from adcsr.export.config import ExportConfig
+from adcsr.export.resume import remove_temporaries, settings, unfinished
+from adcsr.export.student_io import StudentRef
+
+CONFIG = "tile: 16\ncalibration_count: 4\neval_count: 2\nmin_w8a16_psnr: 0.0\n"
+
+
+@pytest.fixture(scope="module")
+def small_student(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("small") / "student"
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        AdcSRStudent(block_out_channels=(8, 16), attention_levels=(True, False), num_attention_heads=(1, 1),
+                     attention_head_dim=(8, 16), ff_inner_dim=(16, 32), layers_per_block=1,
+                     norm_group_candidates=(4, 2, 1), decoder_block_out_channels=(8, 8, 8, 8),
+                     decoder_layers_per_block=1, decoder_norm_num_groups=4, lr_skip=True).save_pretrained(folder)
+    return folder
+
+
+def _export(*args: str, **kw) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [sys.executable, "-m", "adcsr", "export", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if kw.pop("background", False):
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _tree(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_killed_export_resumes_exporting_only_what_it_had_not_finished(small_student, tmp_path):
+    cfg_file, out = tmp_path / "export.yaml", tmp_path / "out"
+    cfg_file.write_text(CONFIG)
+    args = (str(small_student), "--out", str(out), "--config", str(cfg_file))
+    proc = _export("coreml", *args, background=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(out.glob(".coreml.*.tmp")):
+        time.sleep(0.05)  # killed once the export has started building its folder
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "coreml").exists(), "a killed export must not leave a folder under its final name"
+    assert list(out.glob(".coreml.*.tmp")), "the run must really be interrupted"
+
+    (out / ".coreml.k1ll3d.tmp").mkdir()  # a second kill's leftover, as atomic_dir names them
+
+    done = _export("coreml", *args, "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "coreml: exporting (coreml/ not written)" in done.stderr
+    assert "half-written folder(s) of an interrupted export removed" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["coreml"]  # nothing half-written remains
+    manifest = json.loads((out / "coreml" / "manifest.json").read_text())
+    assert manifest["export_settings"]["tile"] == 16
+    before = _tree(out / "coreml")
+
+    again = _export("coreml", *args, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "coreml: kept (finished before)" in again.stderr
+    assert _tree(out / "coreml") == before  # kept as it was, not rewritten
+    assert json.loads(again.stdout)["coreml"]["kept"] == "finished before"
+
+
+def test_a_target_is_finished_only_for_the_same_student_settings_and_files(small_student, tmp_path):
+    """`unfinished` on a hand-made folder (the real check a resume runs; no export needed)."""
+    cfg = ExportConfig(tile=16)
+    student = StudentRef.parse(str(small_student)).describe()
+    folder = tmp_path / "coreml"
+    (folder / "w.mlpackage").mkdir(parents=True)
+    (folder / "w.mlpackage" / "weights.bin").write_bytes(b"0123")
+    from adcsr.core.manifest import sha256_tree
+
+    def write(**over):
+        m = {"student": student, "export_settings": settings(cfg),
+             "artifacts": [{"file": "w.mlpackage", "sha256": sha256_tree(folder / "w.mlpackage")}], **over}
+        (folder / "manifest.json").write_text(json.dumps(m))
+
+    write()
+    assert unfinished(tmp_path, "coreml", cfg, student) is None
+    assert "qnn-SM8750" in unfinished(tmp_path, "qnn", cfg, student) or "onnx" in unfinished(tmp_path, "qnn", cfg, student)
+    assert "other export settings" in unfinished(tmp_path, "coreml", ExportConfig(tile=32), student)
+    assert "another student" in unfinished(tmp_path, "coreml", cfg, {**student, "sha256": "0" * 64})
+    (folder / "w.mlpackage" / "weights.bin").write_bytes(b"0124")
+    assert "missing or changed" in unfinished(tmp_path, "coreml", cfg, student)
+    (folder / "manifest.json").write_text("{")
+    assert "unreadable" in unfinished(tmp_path, "coreml", cfg, student)
+    for leftover in (".coreml.a1.tmp", ".coreml.b2.old", ".onnx.c3.tmp"):
+        (tmp_path / leftover).mkdir()
+    (tmp_path / ".coreml.keep.txt").write_text("not a folder atomic_dir makes")
+    assert remove_temporaries(tmp_path, ["coreml"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".coreml.keep.txt", ".onnx.c3.tmp", "coreml"]
+
+
+def test_resume_and_force_together_are_refused(small_student, tmp_path, capsys):
+    from adcsr.cli import main
+
+    assert main(["export", "coreml", str(small_student), "--out", str(tmp_path / "o"), "--resume", "--force"]) == 2
+    assert "give one" in capsys.readouterr().err
