@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import threading
 import traceback
 
 from adcsr import __version__
@@ -129,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from adcsr.core.errors import UserError, disk_full, disk_full_message
 
+    default_hook = threading.excepthook
+
+    def quiet_disk_full(hook_args) -> None:
+        # a writer thread that hits a full disk (TensorBoard's event writer) would print a
+        # traceback; the main thread's next write fails the same way and is reported in one line
+        if not disk_full(hook_args.exc_value):
+            default_hook(hook_args)
+
+    threading.excepthook = quiet_disk_full
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

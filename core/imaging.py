@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from .atomic import atomic_path
-from .errors import UserError
+from .errors import UserError, disk_full
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 100 MP: a 10000×10000 photo still reads, a bomb does not
 READ_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "MPO")  # MPO: multi-picture JPEG from cameras
@@ -240,7 +240,7 @@ def write_image(
         with atomic_path(path) as tmp:
             pil.save(tmp, format=fmt, **options)
     except OSError as e:
-        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise _write_error(path, e) from None
     return path
 
 
@@ -262,7 +262,18 @@ def write_png_bands(bands: Iterator[torch.Tensor], path: Path, height: int, widt
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             png.Writer(width, height, greyscale=False, bitdepth=8, compression=6).write(f, rows())
     except OSError as e:
-        raise UserError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise _write_error(path, e) from None
+    finally:
+        if hasattr(bands, "close"):
+            bands.close()  # the producer's progress bar ends now, not after the error is printed
+
+
+def _write_error(path: Path, e: OSError) -> Exception:
+    """A full disk stays an OSError naming `path` (the CLI reports it and stops a folder run);
+    any other write failure is the user's (a read-only or vanished folder)."""
+    if disk_full(e):
+        return OSError(e.errno, e.strerror, str(path))
+    return UserError(f"{path}: cannot write: {e.strerror or e}")
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

@@ -115,76 +115,75 @@ def export_qnn(ctx: Context, out: Path, force: bool = False) -> dict:
     from .runtime import load_artifact
 
     cfg, soc = ctx.cfg, qnn.get_soc(ctx.cfg.soc)
-    steps = tqdm(total=5, desc=f"export qnn {soc.name}", disable=not ctx.progress)
-    t0 = time.perf_counter()
-    onnx_dir, qnn_dir = out / "onnx", out / f"qnn-{soc.name}"
-    for d in (onnx_dir, qnn_dir):
-        if d.exists() and not force:
-            raise UserError(f"{d} already exists (use --force to replace it)")
-    with atomic_dir(onnx_dir, overwrite=True) as tmp_onnx, atomic_dir(qnn_dir, overwrite=True) as tmp_qnn:
-        model = ctx.deploy("qnn")
-        fp32 = export_onnx(model, cfg.tile, tmp_onnx / "student_fp32.onnx")
-        steps.update()
-        fp32_psnr = ctx.parity(load_artifact(fp32))
-        ctx.check("fp32 ONNX", fp32_psnr, "min_fp32_psnr")
-        pre = w8a16.preprocess(fp32, tmp_onnx / "student_fp32_qnnprep.onnx")
-        calib = ctx.calibration
-        qdq = tmp_onnx / "student_w8a16.onnx"
-        cache = w8a16.calibrate(pre, calib.numpy(), tmp_onnx / "calibration_ranges.json")
-        keep, search = list(cfg.keep_16bit), None
-        if cfg.target_psnr is not None:
-            # the search's own tiles: calibration photos, never the held-out ones that report the parity
-            search_lr = calib[: cfg.eval_count]
-            with torch.no_grad():
-                search_ref = ctx.student(search_lr).numpy()
-            sensitivity = w8a16.layer_sensitivity(model, search_lr)
-            search = {"tiles": ctx.calibration_set(len(search_lr)), "target_psnr": cfg.target_psnr,
-                      "sensitivity_db": sensitivity[:20], "tries": []}
-        steps.update()
-        graphs = qnn.graph_count(cfg.htp_optimization_mode)
-        htp = None
-        while True:  # each try: quantize, compile the context (checked 100% HTP as a whole), run it
-            quant = w8a16.quantize_w8a16(pre, qdq, cache, keep)
-            if htp is not None:
-                htp.close()
-            qnn.clear_context(tmp_qnn)
-            ctx_model = qnn.compile_context(qdq, tmp_qnn, soc, optimization_mode=cfg.htp_optimization_mode)
-            htp = load_artifact(ctx_model, soc=soc.name)  # no manifest yet: the SoC is given
-            if search is None:
-                break
-            tried = parity_psnr(search_ref, htp(search_lr).numpy())
-            search["tries"].append({"kept_16bit": list(keep), "psnr_db_calibration": tried})
-            if meets_minimum(tried, cfg.target_psnr):
-                break
-            more = [n for n, _ in sensitivity if n not in keep]
-            if not more or len(keep) >= cfg.max_16bit_layers:
-                break
-            keep += more[: max(1, len(keep))][: cfg.max_16bit_layers - len(keep)]
-        w8_psnr = ctx.parity(htp)  # held-out tiles, once, on the final model
-        session = {**htp.session, "soc": soc.name}
-        htp.close()
-        coverage = qnn.check_coverage(ctx_model, qdq, soc, graphs)
-        steps.update(2)
-        ctx.check(f"W8A16 on the {soc.name} HTP emulator", w8_psnr, "min_w8a16_psnr")
-        quant_info = {**quant, "calibration_set": ctx.calibration_set(), "mixed_precision_search": search}
-        onnx_files = [{"file": fp32.name, "kind": "fp32", "psnr_db": fp32_psnr},
-                      {"file": qdq.name, "kind": "w8a16_qdq", "psnr_db_htp_emulator": w8_psnr,
-                       "note": "parity measured through its compiled QNN context (the same HTP graph)"}]
-        if Path(str(fp32) + ".data").exists():
-            onnx_files.insert(1, {"file": fp32.name + ".data", "kind": "fp32_weights"})
-        for scratch in (pre, Path(str(pre) + ".data"), cache):
-            scratch.unlink(missing_ok=True)
-        ctx.manifest(tmp_onnx, "onnx", ("qnn",), onnx_files, soc=soc.name, quantization=quant_info,
-                     parity_session=session)
-        bins = sorted(p.name for p in tmp_qnn.iterdir() if p.suffix == ".bin")
-        ctx.manifest(tmp_qnn, "qnn_context_binary", ("qnn",), [{"file": ctx_model.name, "kind": "qnn_context", "psnr_db_htp_emulator": w8_psnr}]
-                     + [{"file": b, "kind": "qnn_context_bin"} for b in bins],
-                     soc=soc.name,
-                     soc_model=soc.soc_model, htp_arch=soc.htp_arch, htp_optimization_mode=cfg.htp_optimization_mode,
-                     quantization=quant_info, parity_session=session,
-                     htp_coverage=coverage, export_seconds=time.perf_counter() - t0)
-        steps.update()
-    steps.close()
+    with tqdm(total=5, desc=f"export qnn {soc.name}", disable=not ctx.progress) as steps:
+        t0 = time.perf_counter()
+        onnx_dir, qnn_dir = out / "onnx", out / f"qnn-{soc.name}"
+        for d in (onnx_dir, qnn_dir):
+            if d.exists() and not force:
+                raise UserError(f"{d} already exists (use --force to replace it)")
+        with atomic_dir(onnx_dir, overwrite=True) as tmp_onnx, atomic_dir(qnn_dir, overwrite=True) as tmp_qnn:
+            model = ctx.deploy("qnn")
+            fp32 = export_onnx(model, cfg.tile, tmp_onnx / "student_fp32.onnx")
+            steps.update()
+            fp32_psnr = ctx.parity(load_artifact(fp32))
+            ctx.check("fp32 ONNX", fp32_psnr, "min_fp32_psnr")
+            pre = w8a16.preprocess(fp32, tmp_onnx / "student_fp32_qnnprep.onnx")
+            calib = ctx.calibration
+            qdq = tmp_onnx / "student_w8a16.onnx"
+            cache = w8a16.calibrate(pre, calib.numpy(), tmp_onnx / "calibration_ranges.json")
+            keep, search = list(cfg.keep_16bit), None
+            if cfg.target_psnr is not None:
+                # the search's own tiles: calibration photos, never the held-out ones that report the parity
+                search_lr = calib[: cfg.eval_count]
+                with torch.no_grad():
+                    search_ref = ctx.student(search_lr).numpy()
+                sensitivity = w8a16.layer_sensitivity(model, search_lr)
+                search = {"tiles": ctx.calibration_set(len(search_lr)), "target_psnr": cfg.target_psnr,
+                          "sensitivity_db": sensitivity[:20], "tries": []}
+            steps.update()
+            graphs = qnn.graph_count(cfg.htp_optimization_mode)
+            htp = None
+            while True:  # each try: quantize, compile the context (checked 100% HTP as a whole), run it
+                quant = w8a16.quantize_w8a16(pre, qdq, cache, keep)
+                if htp is not None:
+                    htp.close()
+                qnn.clear_context(tmp_qnn)
+                ctx_model = qnn.compile_context(qdq, tmp_qnn, soc, optimization_mode=cfg.htp_optimization_mode)
+                htp = load_artifact(ctx_model, soc=soc.name)  # no manifest yet: the SoC is given
+                if search is None:
+                    break
+                tried = parity_psnr(search_ref, htp(search_lr).numpy())
+                search["tries"].append({"kept_16bit": list(keep), "psnr_db_calibration": tried})
+                if meets_minimum(tried, cfg.target_psnr):
+                    break
+                more = [n for n, _ in sensitivity if n not in keep]
+                if not more or len(keep) >= cfg.max_16bit_layers:
+                    break
+                keep += more[: max(1, len(keep))][: cfg.max_16bit_layers - len(keep)]
+            w8_psnr = ctx.parity(htp)  # held-out tiles, once, on the final model
+            session = {**htp.session, "soc": soc.name}
+            htp.close()
+            coverage = qnn.check_coverage(ctx_model, qdq, soc, graphs)
+            steps.update(2)
+            ctx.check(f"W8A16 on the {soc.name} HTP emulator", w8_psnr, "min_w8a16_psnr")
+            quant_info = {**quant, "calibration_set": ctx.calibration_set(), "mixed_precision_search": search}
+            onnx_files = [{"file": fp32.name, "kind": "fp32", "psnr_db": fp32_psnr},
+                          {"file": qdq.name, "kind": "w8a16_qdq", "psnr_db_htp_emulator": w8_psnr,
+                           "note": "parity measured through its compiled QNN context (the same HTP graph)"}]
+            if Path(str(fp32) + ".data").exists():
+                onnx_files.insert(1, {"file": fp32.name + ".data", "kind": "fp32_weights"})
+            for scratch in (pre, Path(str(pre) + ".data"), cache):
+                scratch.unlink(missing_ok=True)
+            ctx.manifest(tmp_onnx, "onnx", ("qnn",), onnx_files, soc=soc.name, quantization=quant_info,
+                         parity_session=session)
+            bins = sorted(p.name for p in tmp_qnn.iterdir() if p.suffix == ".bin")
+            ctx.manifest(tmp_qnn, "qnn_context_binary", ("qnn",), [{"file": ctx_model.name, "kind": "qnn_context", "psnr_db_htp_emulator": w8_psnr}]
+                         + [{"file": b, "kind": "qnn_context_bin"} for b in bins],
+                         soc=soc.name,
+                         soc_model=soc.soc_model, htp_arch=soc.htp_arch, htp_optimization_mode=cfg.htp_optimization_mode,
+                         quantization=quant_info, parity_session=session,
+                         htp_coverage=coverage, export_seconds=time.perf_counter() - t0)
+            steps.update()
     return {"onnx": str(onnx_dir), "qnn": str(qnn_dir), "fp32_psnr": fp32_psnr, "w8a16_psnr": w8_psnr,
             "kept_16bit": keep, "htp_coverage": coverage["htp_fraction"]}
 

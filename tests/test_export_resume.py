@@ -2,8 +2,8 @@
 again with --resume it removes what the kill left, exports what was not finished, and keeps what
 was (same student, same settings, every file as its manifest records it).
 
-The student is a real `AdcSRStudent` at a few thousand parameters (one attention level, one block
-per level) so the Core ML export it is killed in takes seconds, not minutes."""
+The student is `small_student` (tests/conftest.py), so the Core ML export it is killed in takes
+seconds, not minutes."""
 
 from __future__ import annotations
 
@@ -15,27 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
-
-from adcsr.core.models.student import AdcSRStudent
 from adcsr.export.config import ExportConfig
 from adcsr.export.resume import remove_temporaries, settings, unfinished
 from adcsr.export.student_io import StudentRef
 
 CONFIG = "tile: 16\ncalibration_count: 4\neval_count: 2\nmin_w8a16_psnr: 0.0\n"
-
-
-@pytest.fixture(scope="module")
-def small_student(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("small") / "student"
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        AdcSRStudent(block_out_channels=(8, 16), attention_levels=(True, False), num_attention_heads=(1, 1),
-                     attention_head_dim=(8, 16), ff_inner_dim=(16, 32), layers_per_block=1,
-                     norm_group_candidates=(4, 2, 1), decoder_block_out_channels=(8, 8, 8, 8),
-                     decoder_layers_per_block=1, decoder_norm_num_groups=4, lr_skip=True).save_pretrained(folder)
-    return folder
 
 
 def _export(*args: str, **kw) -> subprocess.CompletedProcess | subprocess.Popen:

@@ -1,6 +1,9 @@
 """Image I/O: every mode and format decodes to the right RGB values; writes are atomic."""
 
+import os
+
 import numpy as np
+
 import pytest
 import tifffile
 import torch
@@ -120,18 +123,22 @@ def test_exif_orientation(tmp_path, orientation, corner):
     assert x[0].sum() < 40  # only the marker is red
 
 
-def test_write_failure_leaves_nothing_behind(tmp_path, photo, monkeypatch):
+@pytest.mark.parametrize("code, raised", [(28, OSError), (5, UserError)])  # ENOSPC, EIO
+def test_write_failure_leaves_nothing_behind(tmp_path, photo, monkeypatch, code, raised):
+    """A full disk stays an OSError naming the file (the CLI says so and stops); any other write
+    failure is a UserError; either way the earlier file is untouched and no temporary is left."""
     dest = tmp_path / "keep.png"
     dest.write_bytes(b"old contents")
 
     def failing_save(self, fp, *a, **k):
         with open(fp, "wb") as f:
             f.write(b"\x89PNG half")
-        raise OSError(28, "No space left on device")
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(Image.Image, "save", failing_save)
-    with pytest.raises(UserError, match="No space left"):
+    with pytest.raises(raised, match=os.strerror(code)) as e:
         write_image(photo, dest, force=True)
+    assert str(dest) in str(e.value)
     assert dest.read_bytes() == b"old contents"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.png"]
 
