@@ -8,6 +8,8 @@ seed), so every model sees exactly the same LR inputs; all numbers are computed 
 from __future__ import annotations
 
 import json
+import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from adcsr.core.atomic import atomic_write_text
 from adcsr.core.manifest import size_on_disk
 from adcsr.core.metrics.fidelity import mean_psnr_y
+from adcsr.verdict import DEFINITIONS, gates, run_facts
 
 if TYPE_CHECKING:
     from adcsr.report import ReportSettings
@@ -105,9 +108,9 @@ def _save_png(img: torch.Tensor, path: Path) -> str:
 
 
 def _curves(ctx: StageContext) -> dict[str, dict[str, list[float]]]:
-    """Held-out evaluation series of each training stage, from its metrics.json."""
+    """Validation series of each training stage (autoencoder, stage 1, stage 2), from its metrics.json."""
     curves = {}
-    for stage in ("stage1", "stage2"):
+    for stage in ("autoencoder", "stage1", "stage2"):
         key = f"{stage}.metrics"
         if key not in ctx.inputs or not ctx.input(key).is_file():
             continue
@@ -115,10 +118,21 @@ def _curves(ctx: StageContext) -> dict[str, dict[str, list[float]]]:
         series: dict[str, list[float]] = {"step": [h["step"] for h in history]}
         for name in sorted({k for h in history for k in h if k != "step"}):
             values = [h.get(name) for h in history]
-            if all(isinstance(v, (int, float)) and v > 0 for v in values):
+            if all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
                 series[name] = values
         curves[stage] = series
     return curves
+
+
+def _provenance(described: dict[str, Any]) -> str:
+    """A teacher's `describe()` as a sentence: name and network, weight files by name, origin, licence."""
+    parts = [f"{described.get('name', '?')}" + (f" ({described['network']})" if described.get("network") else "")]
+    if described.get("weights"):
+        parts.append("weights " + ", ".join(Path(str(w)).name for w in described["weights"]))
+    parts += [str(described[k]) for k in ("weights_origin", "weights_licence") if described.get(k)]
+    rest = {k: v for k, v in described.items() if k not in ("name", "network", "weights", "weights_origin", "weights_licence")}
+    parts += [f"{k} {v}" for k, v in rest.items()]
+    return "; ".join(parts)
 
 
 def _artifacts(ctx: StageContext) -> list[dict[str, Any]]:
@@ -229,10 +243,14 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
     checks = student_checks(by_name["LR bicubic"], by_name[teacher_label], by_name["student fp32"],
                             by_name.get("student W8A16 (HTP emulator)"))
 
+    artifacts = _artifacts(ctx)
+    for a in artifacts:  # links from the report to each folder's deploy README and manifest
+        a["links"] = {"README": os.path.relpath(Path(a["folder"]) / "README.md", out),
+                      "manifest": os.path.relpath(Path(a["folder"]) / "manifest.json", out)}
     notes = [
         f"Held-out photos {', '.join(names)}: centre crops {4 * rc.lr_size}² degraded with the training "
         f"degradation (seed {seed}); PSNR/SSIM on Y with a 4-pixel border; NIQE on the SR image.",
-        f"Teacher: {json.dumps(teacher.describe(), default=str)}.",
+        f"Teacher: {_provenance(teacher.describe())}.",
         f"Student rows are colour-fixed as a user gets them ({AdcSRStudent.default_color_fix}: each channel's mean "
         "and std matched to the LR image's, as the AdcSR release does); colour error = the largest |channel mean "
         "of SR − that of HR| over photos and channels, on [0, 1]; 'without a fix' is the network's own output.",
@@ -244,9 +262,12 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
     results = {
         "title": "adcsr-mobile pipeline report",
         "subtitle": f"{subtitle} · student {student_dir}",
+        "run": run_facts(ctx.dir.parent, out),
+        "gates": gates(artifacts, checks),
+        "definitions": DEFINITIONS,
         "models": models,
         "checks": checks,
-        "artifacts": _artifacts(ctx),
+        "artifacts": artifacts,
         "phones": _phones(ctx),
         "published": PUBLISHED,
         "crops": crops,

@@ -165,7 +165,8 @@ def _train(cfg: PipelineConfig, ctx: StageContext, stage: str, section: dict[str
 
 def _stage_autoencoder(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        return {"vae": _train(cfg, ctx, "stage0", {**cfg.stage0, "run_dir": _train_dir(ctx)})}
+        vae = _train(cfg, ctx, "stage0", {**cfg.stage0, "run_dir": _train_dir(ctx)})
+        return {"vae": vae, "metrics": ctx.dir / "train" / "metrics.json"}
 
     return run
 

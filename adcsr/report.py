@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,13 @@ ARTIFACT_COLUMNS = [
     ("scheme", "precision"),
     ("size_bytes", "size"),
     ("parity_psnr_db", "PSNR vs PyTorch"),
+    ("min_psnr_db", "mark"),
     ("htp_coverage", "HTP coverage"),
+    ("runtime", "built with"),
+    ("links", "files"),
 ]
+
+GATE_COLUMNS = [("gate", "gate"), ("measured", "measured"), ("target", "target"), ("passed", "")]
 
 
 # AI Hub rows (adcsr.hub.hub_rows): measured on a real phone by the service, when the run had a hub stage
@@ -82,6 +88,10 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value[0]:.0f}–{value[1]:.0f} MB"
     if key == "passed":
         return "pass" if value else "FAIL"
+    if key == "runtime":
+        return ", ".join(f"{k} {v}" for k, v in value.items() if v) or "—"
+    if key == "min_psnr_db":
+        return f"≥ {value:.0f} dB"
     if key in ("psnr", "psnr_vs_teacher", "parity_psnr_db", "psnr_vs_pytorch_db", "emulator_psnr_db"):
         return "∞ dB" if math.isinf(value) else f"{value:.2f} dB"
     if key in ("htp_coverage", "npu_layer_share"):
@@ -105,24 +115,43 @@ def _bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def _rows(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> list[list[str]]:
-    return [[_fmt(key, item.get(key)) for key, _ in columns] for item in items]
-
-
 def _markdown_table(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     header = "| " + " | ".join(title for _, title in columns) + " |"
     sep = "| " + " | ".join("---" for _ in columns) + " |"
-    body = ["| " + " | ".join(row) + " |" for row in _rows(items, columns)]
+
+    def cell(key: str, item: dict[str, Any]) -> str:
+        if key == "links":
+            return " · ".join(f"[{name}]({path})" for name, path in (item.get(key) or {}).items()) or "—"
+        return _fmt(key, item.get(key))
+
+    body = ["| " + " | ".join(cell(key, item) for key, _ in columns) + " |" for item in items]
     return "\n".join([header, sep, *body])
 
 
 def _html_table(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     head = "".join(f"<th>{html.escape(title)}</th>" for _, title in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in _rows(items, columns)
-    )
+
+    def cell(key: str, item: dict[str, Any]) -> str:
+        if key == "links":
+            return " · ".join(f"<a href='{html.escape(path)}'>{html.escape(name)}</a>"
+                              for name, path in (item.get(key) or {}).items()) or "—"
+        text = html.escape(_fmt(key, item.get(key)))
+        return f"<b class='{'pass' if item[key] else 'fail'}'>{text}</b>" if key == "passed" and item.get(key) is not None else text
+
+    body = "".join("<tr>" + "".join(f"<td>{cell(key, item)}</td>" for key, _ in columns) + "</tr>" for item in items)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_text(text: str) -> str:
+    """Escape `text` for HTML, turning `code` spans into <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    seconds = run.get("stage_seconds", {})
+    stages = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+    return (f"{run.get('date', '?')} · adcsr-mobile {run.get('version', '?')} · "
+            f"{sum(seconds.values()) / 60:.1f} min before this report ({stages})")
 
 
 def _pyplot():
@@ -169,24 +198,39 @@ def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], p
 
 
 def curves_plot(curves: dict[str, dict[str, list[float]]], path: Path) -> bool:
-    """One panel per training stage: every logged series against its steps."""
+    """One panel per training stage: its PSNR series (dB, left axis) and its losses (right axis)
+    against the training step, on linear axes."""
     plt = _pyplot()
     stages = {k: v for k, v in curves.items() if v.get("step")}
     if not stages:
         return False
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.2 * len(stages), 3.2), dpi=110, squeeze=False)
+    fig, axes = plt.subplots(1, len(stages), figsize=(4.4 * len(stages), 3.4), dpi=110, squeeze=False)
     for ax, (stage, series) in zip(axes[0], stages.items()):
         steps = series["step"]
-        for key, values in series.items():
-            if key != "step" and len(values) == len(steps):
-                ax.plot(steps, values, label=key)
-        ax.set_title(stage, fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_yscale("log")
+        named = {k: v for k, v in series.items() if k != "step" and len(v) == len(steps)}
+        db = {k: v for k, v in named.items() if "psnr" in k}
+        other = {k: v for k, v in named.items() if k not in db}
+        for key, values in db.items():
+            ax.plot(steps, values, marker="o", ms=3, label=key)
+        ax.set_title(_STAGE_TITLES.get(stage, stage), fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("PSNR-Y on validation crops (dB)" if db else "")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        handles, labels = ax.get_legend_handles_labels()
+        if other:
+            twin = ax.twinx()
+            for key, values in other.items():
+                twin.plot(steps, values, ls="--", color="0.4", label=key)
+            twin.set_ylabel("loss")
+            h2, l2 = twin.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        ax.legend(handles, labels, fontsize=7, loc="best")
     _save(fig, path)
     return True
+
+
+_STAGE_TITLES = {"autoencoder": "stage 0: stand-in VAE (reconstruction)", "stage1": "stage 1: pruned decoder",
+                 "stage2": "stage 2: distillation"}
 
 
 _CSS = """
@@ -200,6 +244,9 @@ th:first-child,td:first-child{text-align:left}th{background:#f3f5f9}
 .crops img{width:100%;image-rendering:pixelated;border-radius:3px}
 figcaption{font-size:.8em;color:#5b6475;text-align:center}
 .note{background:#f7f7f0;border-left:4px solid #c9b458;padding:.5em 1em;font-size:.9em}
+.verdict{border:2px solid #8a94a6;border-radius:6px;padding:.3em 1.2em;margin:1em 0}
+.pass{color:#1a7f37}.fail{color:#c62828}code{background:#f3f5f9;padding:0 .2em;border-radius:3px}
+dl{font-size:.9em}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.2em}
 """
 
 
@@ -221,7 +268,13 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
     has_bubble = bubble_plot(models, published, out / "bubble.png")
     has_curves = curves_plot(results.get("curves", {}), out / "curves.png")
 
+    run, run_gates = results.get("run"), results.get("gates", [])
     md = [f"# {results.get('title', 'adcsr-mobile report')}", "", results.get("subtitle", ""), ""]
+    if run or run_gates:
+        md += ["## Verdict", ""]
+        if run:
+            md += [_run_line(run) + (f" · config [{run['config']}]({run['config']})" if run.get("config") else ""), ""]
+        md += [_markdown_table(run_gates, GATE_COLUMNS), ""]
     md += ["## Teacher vs student (measured in this run)", "", _markdown_table(models, MODEL_COLUMNS), ""]
     checks = results.get("checks", [])
     if checks:
@@ -243,6 +296,8 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
                                            ("source", "source")]), ""]
     for note in results.get("notes", []):
         md.append(f"- {note}")
+    if results.get("definitions"):
+        md += ["", "## Terms", ""] + [f"- **{term}**: {meaning}" for term, meaning in results["definitions"]]
     md_path = out / "report.md"
     atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
 
@@ -250,6 +305,12 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
              f"</title><style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(results.get('title', 'adcsr-mobile report'))}</h1>",
              f"<p class='sub'>{html.escape(results.get('subtitle', ''))}</p>"]
+    if run or run_gates:
+        config = (f" · config <a href='{html.escape(run['config'])}'>{html.escape(run['config'])}</a>"
+                  if run and run.get("config") else "")
+        parts.append("<div class='verdict'><h2>Verdict</h2>"
+                     + (f"<p>{html.escape(_run_line(run))}{config}</p>" if run else "")
+                     + _html_table(run_gates, GATE_COLUMNS) + "</div>")
     for crop in results.get("crops", []):
         cols = len(crop["panels"])
         figs = "".join(
@@ -276,7 +337,10 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
                   _html_table(published, [("name", "system"), ("params", "params"), ("macs", "MACs"),
                                           ("source", "source")])]
     if results.get("notes"):
-        parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in results["notes"]) + "</ul>")
+        parts.append("<ul>" + "".join(f"<li>{_html_text(n)}</li>" for n in results["notes"]) + "</ul>")
+    if results.get("definitions"):
+        parts.append("<h2>Terms</h2><dl>" + "".join(f"<dt>{html.escape(t)}</dt><dd>{_html_text(d)}</dd>"
+                                                   for t, d in results["definitions"]) + "</dl>")
     parts.append("</body></html>")
     html_path = out / "report.html"
     atomic_write_text(html_path, "\n".join(parts))

@@ -25,9 +25,9 @@ from adcsr.export.config import ExportConfig, load_export_config
 from adcsr.export.deploy import deploy_form
 from adcsr.export.onnx_export import export_onnx
 from adcsr.export.student_io import StudentRef
+from adcsr.export.thresholds import CONTEXT_BUDGET_BYTES
 from adcsr.export.targets import export
 
-CONTEXT_BUDGET_BYTES = int(0.47e9)
 
 
 def _row(folder: Path) -> list[str]:

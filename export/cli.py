@@ -51,7 +51,10 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_verify(args: argparse.Namespace) -> int:
     from .verify import verify
 
-    print(json.dumps(verify(args.artifact), indent=2))
+    result = verify(args.artifact)
+    for line in result["warnings"]:
+        print(f"adcsr export verify: warning: {line}", file=sys.stderr)
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -16,8 +16,15 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from adcsr.core.quiet import library_bars_off
+
 from .deploy import exported_program
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
+
+DEPLOYMENT_TARGET = "iOS17"  # Core ML's minimum_deployment_target: iOS 17 / macOS 14 and later
+# coremltools' per-op and per-pass progress bars, drawn under the export's own
+_CONVERTER_BARS = ("coremltools.converters.mil.frontend.torch.ops:_tqdm",
+                   "coremltools.converters.mil.mil.passes.pass_pipeline:tqdm")
 
 
 def coreml_program(model: nn.Module, tile: int) -> "torch.export.ExportedProgram":
@@ -62,22 +69,28 @@ def export_coreml(program: "torch.export.ExportedProgram", tile: int, path: str 
         precision = ct.transform.FP16ComputePrecision(op_selector=fp16)
     else:
         precision = ct.precision.FLOAT16
+    with library_bars_off(*_CONVERTER_BARS):
+        mlmodel = _convert(ct, cto, program, tile, precision, w8a16)
+    mlmodel.save(str(path))
+    # ops a later pass removed are not in the package: record the ones that are
+    present = set(op_dtypes(path))
+    return Path(path), {node: [n for n in names if n in present] for node, names in kept.items()}
+
+
+def _convert(ct, cto, program, tile: int, precision, w8a16: bool):
     mlmodel = ct.convert(
         program,
         inputs=[ct.TensorType(name=INPUT_NAME, shape=(1, 3, tile, tile), dtype=ct.converters.mil.mil.types.fp32)],
         outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=ct.converters.mil.mil.types.fp32)],
         convert_to="mlprogram",
-        minimum_deployment_target=ct.target.iOS17,
+        minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
         compute_precision=precision,
         skip_model_load=True,
     )
     if w8a16:
         op_cfg = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
         mlmodel = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=op_cfg))
-    mlmodel.save(str(path))
-    # ops a later pass removed are not in the package: record the ones that are
-    present = set(op_dtypes(path))
-    return Path(path), {node: [n for n in names if n in present] for node, names in kept.items()}
+    return mlmodel
 
 
 def op_dtypes(path: str | os.PathLike) -> dict[str, list[str]]:

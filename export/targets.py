@@ -26,6 +26,7 @@ from adcsr.core.metrics.fidelity import parity_psnr
 from . import calibration
 from .config import ExportConfig
 from .deploy import deploy_form, relative_max_diff
+from .deploy_notes import installed_versions, qnn_sdk_version, write_readme
 from .resume import remove_temporaries, settings, target_folders, unfinished
 from .runtime import MANIFEST
 from .student_io import StudentRef
@@ -84,8 +85,12 @@ class Context:
             p = folder / a["file"]
             a.update(sha256=sha256_tree(p), bytes=size_on_disk(p))
         student = self.ref.describe() if self.ref is not None else {"in_memory": type(self.student).__name__}
-        return write_manifest(
-            folder / MANIFEST, target=target, student=student, lr_tile=self.cfg.tile,
+        runtime = installed_versions(target)
+        context = [folder / a["file"] for a in artifacts if a.get("kind") == "qnn_context"]
+        if context:
+            runtime["qnn_sdk"] = qnn_sdk_version(context[0])
+        manifest = write_manifest(
+            folder / MANIFEST, target=target, student=student, lr_tile=self.cfg.tile, runtime=runtime,
             input={"name": "lr", "shape": [1, 3, self.cfg.tile, self.cfg.tile], "dtype": "float32", "range": [0, 1]},
             output={"name": "sr", "shape": [1, 3, 4 * self.cfg.tile, 4 * self.cfg.tile], "dtype": "float32"},
             evaluation_set=calibration.describe("heldout", self.cfg.tile, self.cfg.eval_count, self.cfg.seed),
@@ -93,6 +98,8 @@ class Context:
             export_settings=settings(self.cfg),
             deploy_equivalence={b: self.equivalence[b] for b in backends}, artifacts=artifacts, **fields,
         )
+        write_readme(folder, manifest)
+        return manifest
 
     def check(self, name: str, value: float, threshold: str) -> None:
         """`value` (dB) must meet the config's `threshold` (a key of `thresholds.DEFAULTS`); NaN fails."""
@@ -266,7 +273,7 @@ def export_coreml(ctx: Context, out: Path, force: bool = False) -> dict:
                 steps.update()
             ctx.manifest(tmp, "coreml", ("coreml",), files,
                          quantization="int8 per-channel symmetric weights, fp16 compute except fp16_compute's "
-                                      "fp32_ops (w8a16 package)",
+                                      "fp32_ops (w8a16 package)", minimum_deployment_target=cm.DEPLOYMENT_TARGET,
                          fp16_compute=fp16, export_seconds=time.perf_counter() - t0)
     return {"coreml": str(folder), "fp16_psnr": fp16["psnr_db"]["as_packaged"]["heldout"],
             "fp32_ops": len(fp16["fp32_ops"])}

@@ -30,6 +30,10 @@ DEFAULTS: dict[str, float] = {
     "max_equivalence": 1e-4,
 }
 
+# what a QNN context binary (all its `.bin` files) may weigh on the phone: the AdcSR paper's W8A16
+# model is about 0.4 GB; 470 × 10⁶ bytes leaves room for the two-graph split's shared weights
+CONTEXT_BUDGET_BYTES = 470_000_000
+
 # which threshold an artifact kind's parity must meet
 KIND_THRESHOLD = {
     "fp32": "min_fp32_psnr",

@@ -29,6 +29,7 @@ from adcsr.core.errors import UserError
 from adcsr.core.manifest import read_manifest, sha256_tree
 
 from . import calibration
+from .deploy_notes import version_drift
 from .runtime import MANIFEST, load_artifact
 from .student_io import StudentRef
 from .thresholds import DEFAULTS, KIND_THRESHOLD, meets_minimum
@@ -120,4 +121,5 @@ def verify(artifact: str | os.PathLike) -> dict:
     failures = [f for f in failures if f]
     if failures:
         raise UserError(f"verification of {folder} failed: " + "; ".join(failures))
-    return {"folder": str(folder), "target": manifest.get("target"), "thresholds": thresholds, "results": results}
+    return {"folder": str(folder), "target": manifest.get("target"), "thresholds": thresholds, "results": results,
+            "warnings": version_drift(manifest)}

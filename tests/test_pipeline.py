@@ -66,6 +66,30 @@ def test_report_shows_teacher_student_and_artifacts(run):
     assert (run_dir / "report" / "out" / "bubble.png").stat().st_size > 1000
 
 
+def test_report_opens_with_a_verdict_defines_its_terms_and_links_its_artifacts(run):
+    _, run_dir, _, _ = run
+    out = run_dir / "report" / "out"
+    results = json.loads((out / "results.json").read_text())
+    facts = results["run"]
+    assert (out / facts["config"]).resolve() == (run_dir / "pipeline.yaml").resolve()
+    assert set(facts["stage_seconds"]) == set(STAGES) - {"report"} and facts["version"]
+    gates = {g["gate"]: g for g in results["gates"]}
+    assert gates["every artifact matches the PyTorch student"]["passed"] is True
+    assert gates["student_ctx.onnx: share of compute on the Hexagon NPU"]["passed"] is True
+    assert gates["student_ctx.onnx: size on the phone (with its .bin files)"]["passed"] is True
+    judged = [c for c in results["checks"] if c["passed"] is not None]
+    assert gates["the student works (the checks below)"]["passed"] is all(c["passed"] for c in judged)
+    for a in results["artifacts"]:  # every row links its folder's deploy README and manifest
+        assert a["runtime"] and all((out / p).is_file() for p in a["links"].values()), a["name"]
+    assert set(results["curves"]) == {"autoencoder", "stage1", "stage2"}
+    html = (out / "report.html").read_text()
+    assert "<h2>Verdict</h2>" in html and "<h2>Terms</h2>" in html and "HTP coverage" in html
+    assert "`" not in html  # code spans are <code>, not literal backticks
+    assert "site-packages" not in html  # the teacher's provenance is text, not absolute paths
+    md = (out / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Teacher vs student")
+
+
 def test_student_is_smaller_than_its_teacher_and_its_colours_hold(run):
     _, run_dir, _, _ = run
     results = json.loads((run_dir / "report" / "out" / "results.json").read_text())
