@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "adcsr.distill.cli",
     "adcsr.export.cli",
     "adcsr.hub_command",
+    "adcsr.config_command",
 ]
 
 
@@ -35,7 +36,7 @@ COMMAND_MODULES: list[str] = [
 EXAMPLES: dict[str, str] = {
     "pipeline": """\
   adcsr pipeline                                   # the embedded default, into runs/default/
-  adcsr pipeline adcsr/configs/pipeline-quality.yaml --run-dir runs/quality
+  adcsr pipeline pipeline-quality --run-dir runs/quality   # a shipped config, by name
   adcsr pipeline --run-dir runs/default --from stage2   # retrain stage 2, redo export and report
   adcsr pipeline --only report                     # stages: autoencoder, compress, stage1,
                                                    # stage2, export, report""",
@@ -57,19 +58,19 @@ EXAMPLES: dict[str, str] = {
   adcsr compress --teacher tiny --out runs/compress          # random-weight preset teacher
   adcsr compress --teacher /models/sd21-base --out runs/compress --criterion taylor""",
     "distill stage0": """\
-  adcsr distill stage0 distill/configs/stage0-ci.yaml""",
+  adcsr distill stage0 stage0-ci""",
     "distill stage1": """\
-  adcsr distill stage1 distill/configs/stage1-full.yaml
-  adcsr distill stage1 distill/configs/stage1-full.yaml --resume   # after a kill""",
+  adcsr distill stage1 stage1-full
+  adcsr distill stage1 stage1-full --resume   # after a kill""",
     "distill stage2": """\
-  adcsr distill stage2 distill/configs/stage2-full.yaml
-  accelerate launch --num_processes 8 -m adcsr distill stage2 distill/configs/stage2-full.yaml""",
+  adcsr distill stage2 stage2-full
+  accelerate launch --num_processes 8 -m adcsr distill stage2 stage2-full""",
     "train dfosd": """\
-  adcsr train dfosd distill/configs/dfosd-ci.yaml          # tiny random SD, on the bundled photos
-  adcsr train dfosd distill/configs/dfosd-full.yaml --resume""",
+  adcsr train dfosd dfosd-ci          # tiny random SD, on the bundled photos
+  adcsr train dfosd dfosd-full --resume""",
     "train tsdsr": """\
-  adcsr train tsdsr distill/configs/tsdsr-ci.yaml          # tiny random SD3, on the bundled photos
-  accelerate launch -m adcsr train tsdsr distill/configs/tsdsr-full.yaml""",
+  adcsr train tsdsr tsdsr-ci          # tiny random SD3, on the bundled photos
+  accelerate launch -m adcsr train tsdsr tsdsr-full""",
     "export qnn": """\
   adcsr export qnn runs/default/stage2/train/student --out exports/ --soc SM8650 --tile 64""",
     "export executorch": """\
@@ -94,6 +95,12 @@ EXAMPLES: dict[str, str] = {
   qai-hub configure --api_token YOUR_TOKEN                  # once: writes ~/.qai_hub/client.ini
   adcsr hub run runs/default/export/artifacts/onnx          # Galaxy S25 (SM8750), QNN context binary
   adcsr hub run runs/default/stage2/train/student --tile 128 --runtime precompiled_qnn_onnx""",
+    "config list": """\
+  adcsr config list                            # every shipped config, by name""",
+    "config show": """\
+  adcsr config show pipeline                   # the embedded default""",
+    "config dump": """\
+  adcsr config dump pipeline-quality           # redirect it into my.yaml, edit, then: adcsr pipeline my.yaml""",
 }
 
 
@@ -145,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if isinstance(getattr(args, "config", None), str):  # a shipped config's name works for a path
+            from adcsr.config_command import resolve
+
+            args.config = resolve(args.config)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"adcsr {args.command}: error: {e}", file=sys.stderr)

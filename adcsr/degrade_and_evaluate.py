@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("hr", nargs="+", metavar="HR", help="HR image files")
     p.add_argument("out", metavar="OUT", help="output image file (one HR) or folder")
-    p.add_argument("--config", help="degradation YAML (default: the built-in Real-ESRGAN/AdcSR settings)")
+    p.add_argument("--config", help="degradation YAML or a shipped config's name (default: the built-in Real-ESRGAN/AdcSR settings, as `degradation`)")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same LR images)")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger images (decompression bombs)")

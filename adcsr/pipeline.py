@@ -296,7 +296,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "pipeline", help="teacher → student → stage 1 → stage 2 → W8A16 exports → verified report",
         description=__doc__ + "\nWith no CONFIG: the embedded default (offline, tiny student, real photos, "
         "Real-ESRGAN teacher).", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", help="pipeline YAML (sections override the embedded default)")
+    p.add_argument("config", nargs="?", help="pipeline YAML, or a shipped config's name (adcsr config list); its sections override the embedded default")
     p.add_argument("--run-dir", help="run folder (overrides the config's run_dir)")
     group = p.add_mutually_exclusive_group()
     stages = "autoencoder (only without sd_folder), compress, stage1, stage2, export, hub (when enabled), report"

@@ -41,7 +41,7 @@ def _commands(parent, dest: str, metavar: str, helps: dict[str, str], func) -> N
     sub = parent.add_subparsers(dest=dest, metavar=metavar, required=True)
     for name, help_ in helps.items():
         s = sub.add_parser(name, help=help_)
-        s.add_argument("config", help="YAML config (see distill/configs/)")
+        s.add_argument("config", help="YAML config, or a shipped config's name (adcsr config list)")
         s.add_argument("--resume", action="store_true",
                        help="continue from the newest good checkpoint in the config's run_dir")
         s.set_defaults(func=func)

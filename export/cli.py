@@ -18,7 +18,7 @@ def add_parser(subparsers) -> None:
         t.add_argument("--out", required=True, help="output folder (one subfolder per target)")
         t.add_argument("--soc", default=None, help="QNN target SoC: SM8750 (default) or SM8650")
         t.add_argument("--tile", type=int, default=None, help="static LR tile side (default 128)")
-        t.add_argument("--config", default=None, help="export config YAML (default: export/configs/default.yaml)")
+        t.add_argument("--config", default=None, help="export config YAML, or a shipped config's name (default: export-default)")
         t.add_argument("--jobs", type=int, default=None, help="targets exported at once, each in its own process")
         t.add_argument("--force", action="store_true", help="replace existing output folders")
         t.add_argument("--resume", action="store_true",
