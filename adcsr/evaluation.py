@@ -1,8 +1,9 @@
 """The pipeline's last stage: measure teacher, student and artifacts on held-out photos, then
 hand every figure to `adcsr.report`.
 
-Held-out photos are cropped at their centre and degraded with the training degradation (fixed
-seed), so every model sees exactly the same LR inputs; all numbers are computed here, in this run.
+The held-out crops are the project's one held-out set (`core.heldout`: each photo's centre,
+degraded with the training degradation, fixed seed), so every model sees exactly the same LR
+inputs; all numbers are computed here, in this run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from adcsr.core.atomic import atomic_write_text
 from adcsr.core.manifest import size_on_disk
+from adcsr.core.heldout import heldout_set
 from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.verdict import DEFINITIONS, gates, run_facts
 
@@ -32,23 +34,6 @@ PUBLISHED = [
     {"name": "AdcSR W8A16 on SM8750 (paper)", "params": 456e6, "macs": None,
      "source": "AdcSR App. D: 25× faster than OSEDiff on the Hexagon DSP, 0.4 GB storage"},
 ]
-
-
-def heldout_pairs(count: int, lr_size: int, seed: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Centre crops of the first `count` held-out photos (HR) and their degraded LR versions."""
-    from adcsr.core.degradations import RealESRGANDegradation
-    from adcsr.core.photos import HELDOUT_PHOTOS, load_photo
-
-    names = list(HELDOUT_PHOTOS[:count])
-    size = 4 * lr_size
-    crops = []
-    for name in names:
-        img = load_photo(name)
-        top, left = (img.shape[1] - size) // 2, (img.shape[2] - size) // 2
-        crops.append(img[:, top:top + size, left:left + size])
-    hr = torch.stack(crops)
-    lr = RealESRGANDegradation()(hr, torch.Generator().manual_seed(seed))
-    return names, lr, hr
 
 
 def quality(sr: torch.Tensor, hr: torch.Tensor, weights: dict[str, str]) -> dict[str, float]:
@@ -175,7 +160,7 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
 
     out = ctx.dir / "out"
     out.mkdir(parents=True, exist_ok=True)
-    names, lr, hr = heldout_pairs(rc.photos, rc.lr_size, seed)
+    names, lr, hr = heldout_set(4 * rc.lr_size, rc.photos, seed)
 
     teacher = get_teacher(teacher_name, **teacher_options)
     student_dir = ctx.input("stage2.student")
