@@ -8,8 +8,8 @@ After every kill: no folder under a final name may be incomplete (each one prese
 manifest's sha256 check) — half-written work may only exist under temporary names. After the
 last round: every target present, every artifact's files as recorded, no temporary left, and
 `adcsr export verify` passes on each folder. Prints one line per round and the totals
-("K kills, N targets kept by a resume, 0 half-written folders"). Without `--student` a 57 k
-parameter AdcSRStudent with random weights is used (the same shape as the tests' small student).
+("K kills, N targets kept by a resume, 0 half-written folders"). Without `--student` the `micro`
+student preset (57 k parameters, random weights) is used, as the tests' small student is.
 """
 
 from __future__ import annotations
@@ -35,10 +35,7 @@ def small_student(folder: Path) -> Path:
     from adcsr.core.models.student import AdcSRStudent
 
     torch.manual_seed(0)
-    AdcSRStudent(block_out_channels=(8, 16), attention_levels=(True, False), num_attention_heads=(1, 1),
-                 attention_head_dim=(8, 16), ff_inner_dim=(16, 32), layers_per_block=1,
-                 norm_group_candidates=(4, 2, 1), decoder_block_out_channels=(8, 8, 8, 8),
-                 decoder_layers_per_block=1, decoder_norm_num_groups=4, lr_skip=True).save_pretrained(folder)
+    AdcSRStudent.from_preset("micro").save_pretrained(folder)
     return folder
 
 

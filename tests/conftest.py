@@ -136,16 +136,12 @@ def isolated_rng():
 
 @pytest.fixture(scope="session")
 def small_student(tmp_path_factory):
-    """A saved `AdcSRStudent` (random weights) at 57 k parameters: one attention level, one block
-    per level, 8-channel decoder. A real student of the real class, for tests that export one or
-    fault an export and need it to take seconds."""
+    """The `micro` student preset (57 k parameters, random weights) saved as a folder: a real
+    student of the real class, for tests that export one or fault an export and need seconds."""
     from adcsr.core.models.student import AdcSRStudent
 
     folder = tmp_path_factory.mktemp("small") / "student"
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        AdcSRStudent(block_out_channels=(8, 16), attention_levels=(True, False), num_attention_heads=(1, 1),
-                     attention_head_dim=(8, 16), ff_inner_dim=(16, 32), layers_per_block=1,
-                     norm_group_candidates=(4, 2, 1), decoder_block_out_channels=(8, 8, 8, 8),
-                     decoder_layers_per_block=1, decoder_norm_num_groups=4, lr_skip=True).save_pretrained(folder)
+        AdcSRStudent.from_preset("micro").save_pretrained(folder)
     return folder

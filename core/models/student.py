@@ -61,7 +61,23 @@ _TINY = dict(
     decoder_norm_num_groups=8,
 )
 
-PRESETS = {"sd21": _SD21, "tiny": _TINY}
+# The smallest student of the same class (57 k parameters: one attention level, one block per
+# level, an 8-channel decoder): for tests and benchmarks that export or fault an export many times.
+_MICRO = dict(
+    block_out_channels=(8, 16),
+    attention_levels=(True, False),
+    num_attention_heads=(1, 1),
+    attention_head_dim=(8, 16),
+    ff_inner_dim=(16, 32),
+    layers_per_block=1,
+    norm_group_candidates=(4, 2, 1),
+    decoder_block_out_channels=(8, 8, 8, 8),
+    decoder_layers_per_block=1,
+    decoder_norm_num_groups=4,
+    lr_skip=True,
+)
+
+PRESETS = {"sd21": _SD21, "tiny": _TINY, "micro": _MICRO}
 
 
 def pick_groups(channels: int, candidates: Sequence[int]) -> int:
