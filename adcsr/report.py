@@ -88,7 +88,7 @@ def _fmt(key: str, value: Any) -> str:
         return f"{value[0]:.0f}–{value[1]:.0f} MB"
     if key == "passed":
         return "pass" if value else "FAIL"
-    if key == "runtime":
+    if key == "runtime" and isinstance(value, dict):  # an artifact's build versions (a phone row's is a name)
         return ", ".join(f"{k} {v}" for k, v in value.items() if v) or "—"
     if key == "min_psnr_db":
         return f"≥ {value:.0f} dB"

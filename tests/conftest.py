@@ -1,9 +1,8 @@
 """Shared fixtures. The CI-sized pipeline run is made once per test session (once per xdist
 worker): the pipeline's own tests, the export tests that read its artifacts and the tests of
 `adcsr upscale` on exported artifacts all read it, and all of them run on one worker (see
-`pytest_collection_modifyitems`). Tests that need a trained student but not the pipeline's
-artifacts use `trained_student` (the same CI config's training stages alone, seconds), so they
-do not wait for the pipeline's export. Every test starts from the same global RNG state and gives
+`pytest_collection_modifyitems`). Tests that export a student themselves to check mechanics use
+`small_student` (the `micro` preset), so they do not wait for the pipeline's export. Every test starts from the same global RNG state and gives
 it back as it found it, so no test depends on which ran before."""
 
 import os
@@ -38,17 +37,16 @@ CI_PIPELINE = {
 }
 
 # xdist groups named after the session fixtures whose users they gather, first match wins
-SHARED_GROUPS = ("pipeline_run", "trained_student")
+SHARED_GROUPS = ("pipeline_run",)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
     """With `--dist loadgroup`, expensive shared fixtures are built once: every test that uses the
-    pipeline run (in whichever module) joins one group, every other test that uses the trained
-    student another, and every test that uses a module-scoped fixture its module's group; each
-    group runs on one worker. xdist hands out the groups with most tests first and the single
-    tests last, so the two long groups (minutes of exports each) start early, side by side. The
-    other tests go to whichever worker is free."""
+    pipeline run (in whichever module) joins one group, and every other test that uses a
+    module-scoped fixture its module's group; each group runs on one worker. xdist hands out the
+    groups with most tests first and the single tests last, so the long pipeline group (minutes
+    of exports) starts early. The other tests go to whichever worker is free."""
     for item in items:
         info = getattr(item, "_fixtureinfo", None)
         group = next((g for g in SHARED_GROUPS if g in item.fixturenames), None)
@@ -100,24 +98,6 @@ def exported(pipeline_run):
 def pipeline_student(pipeline_run):
     """The pipeline run's stage-2 student folder: the student its exported artifacts were made from."""
     _, run_dir, manifests, _ = pipeline_run
-    return run_dir / "stage2" / manifests["stage2"]["outputs"]["student"]["path"]
-
-
-@pytest.fixture(scope="session")
-def trained_student(tmp_path_factory):
-    """A stage-2 student folder trained by the CI pipeline config's stages up to stage 2 (the
-    pipeline's own code and settings, without its export and report): for tests that need a
-    trained student but not the pipeline's artifacts. Its weights have come out identical to the
-    pipeline's student's, but tests that compare against `exported` artifacts use
-    `pipeline_student` rather than depend on that."""
-    from adcsr.pipeline import build_pipeline, load_pipeline_config
-    from adcsr.runner import Pipeline
-
-    run_dir = tmp_path_factory.mktemp("trained") / "run"
-    cfg = load_pipeline_config({**CI_PIPELINE, "run_dir": str(run_dir)})
-    stages = build_pipeline(cfg).stages
-    names = [s.name for s in stages]
-    manifests = Pipeline(run_dir, stages[: names.index("stage2") + 1]).run(log=lambda m: None)
     return run_dir / "stage2" / manifests["stage2"]["outputs"]["student"]["path"]
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "android_demo"

@@ -8,9 +8,9 @@
 - Core ML's fp16 compute: ops whose activations leave fp16's range stay fp32 in the package.
 
 The student is the CI pipeline's trained one and the reference artifacts are its export stage's
-(`exported` in tests/conftest.py), as in test_export_targets.py; the tests that export the student
-again take the same CI config's trained student (`trained_student`), so they need not share the
-pipeline's worker.
+(`exported` in tests/conftest.py), as in test_export_targets.py; the tests that export a student
+again check mechanics (which session, which tiles, which gate), so they export the `micro` student
+preset (`small_student`), in seconds, and need not share the pipeline's worker.
 """
 
 from __future__ import annotations
@@ -50,14 +50,16 @@ def _write_manifest(folder, data):
 
 
 @pytest.fixture(scope="module")
-def sm8650(trained_student, tmp_path_factory):
-    """(context, qnn folder) of an SM8650 export of the trained student with a mixed-precision
+def sm8650(small_student, tmp_path_factory):
+    """(context, qnn folder) of an SM8650 export of the `micro` student (random weights: these are
+    mechanics, so the W8A16 mark is off) with a mixed-precision
     search (`target_psnr` met at the first try, so the search ranks layers and measures once).
     One tile for the search and one held out, two calibration tiles: each layer of the ranking is
     a forward pass per search tile, each HTP-emulator parity a run per tile, and what these tests
     check (the session's SoC, which tiles the search read) needs no more."""
-    cfg = ExportConfig(tile=TILE, soc="SM8650", calibration_count=2, eval_count=1, target_psnr=0.0)
-    ctx = Context(StudentRef.parse(str(trained_student)), cfg, progress=False)
+    cfg = ExportConfig(tile=TILE, soc="SM8650", calibration_count=2, eval_count=1, target_psnr=0.0,
+                       min_w8a16_psnr=0.0)
+    ctx = Context(StudentRef.parse(str(small_student)), cfg, progress=False)
     out = tmp_path_factory.mktemp("sm8650")
     export_qnn(ctx, out)
     return ctx, out / "qnn-SM8650"
@@ -180,10 +182,10 @@ def test_verify_applies_the_thresholds_recorded_in_the_manifest(exported, tmp_pa
         verify(folder)
 
 
-def test_qnn_pte_16a8w_parity_must_meet_the_threshold(trained_student, tmp_path):
+def test_qnn_pte_16a8w_parity_must_meet_the_threshold(small_student, tmp_path):
     """Without a QNN SDK nothing is lowered, and the quantized graph's parity is still a gate."""
     cfg = ExportConfig(tile=TILE, calibration_count=4, eval_count=2, min_w8a16_psnr=200.0)
-    ctx = Context(StudentRef.parse(str(trained_student)), cfg, progress=False)
+    ctx = Context(StudentRef.parse(str(small_student)), cfg, progress=False)
     with pytest.raises(UserError, match=r"QNN \.pte's 16a8w graph.*below the required 200\.0 dB \(min_w8a16_psnr\)"):
         export_executorch(ctx, tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -3,9 +3,9 @@
 
 The student is the CI pipeline's trained one and the artifacts are the ones its export stage wrote
 (`exported`, `pipeline_student` in tests/conftest.py): W8A16 parity of random weights says little,
-and exporting twice costs minutes. Tests that export the student themselves and compare with no
-pipeline artifact take `ctx`, on the same CI config's trained student (`trained_student`), so
-they need not share the pipeline's worker.
+and exporting twice costs minutes. Tests that export a student themselves check mechanics (a layer
+moved to 16 bits, an unsupported op named, a failed check leaving nothing) and take `micro_ctx`,
+the `micro` student preset, in seconds, so they need not share the pipeline's worker.
 """
 
 import json
@@ -40,9 +40,10 @@ def _context(student) -> Context:
 
 
 @pytest.fixture
-def ctx(trained_student):
-    """Export context of a trained student (built per test: it loads in well under a second)."""
-    return _context(trained_student)
+def micro_ctx(small_student):
+    """Export context of the `micro` student (random weights): for mechanics that need no trained
+    student, in seconds."""
+    return _context(small_student)
 
 
 @pytest.fixture
@@ -99,7 +100,8 @@ def test_verify_reruns_artifacts_and_catches_tampering(exported, tmp_path):
         verify(copy)
 
 
-def test_mixed_precision_moves_a_chosen_layer_to_16_bit_and_improves_parity(ctx, tmp_path):
+def test_mixed_precision_moves_a_chosen_layer_to_16_bit_and_improves_parity(micro_ctx, tmp_path):
+    ctx = micro_ctx
     model = ctx.deploy("qnn")
     ranking = w8a16.layer_sensitivity(model, ctx.calibration)
     assert ranking[0][1] < ranking[-1][1]
@@ -137,7 +139,8 @@ class _WithErf(nn.Module):
         return self.inner(lr + 0.01 * torch.erf(lr))
 
 
-def test_unsupported_op_fails_the_qnn_export_naming_the_node(ctx, tmp_path):
+def test_unsupported_op_fails_the_qnn_export_naming_the_node(micro_ctx, tmp_path):
+    ctx = micro_ctx
     model = _WithErf(ctx.deploy("qnn"))
     fp32 = export_onnx(model, TILE, tmp_path / "erf.onnx")
     pre = w8a16.preprocess(fp32, tmp_path / "pre.onnx")
@@ -196,7 +199,8 @@ def test_two_halves_need_the_features_tensor(tmp_path):
     assert list((tmp_path / "ctx").iterdir()) == []
 
 
-def test_failed_check_leaves_no_artifact_behind(ctx, tmp_path):
+def test_failed_check_leaves_no_artifact_behind(micro_ctx, tmp_path):
+    ctx = micro_ctx
     strict = Context.__new__(Context)
     strict.__dict__.update(ctx.__dict__)
     strict.cfg = ExportConfig(**{**ctx.cfg.__dict__, "min_fp32_psnr": 200.0})
