@@ -1,6 +1,6 @@
 """Bad input through the real CLI: exit code 2, one line on stderr, no traceback, no output file.
 
-Each row here is a row of the README's "Bad input" table.
+Each row here is a row of the "Bad input" table in docs/reliability.md.
 """
 
 import os

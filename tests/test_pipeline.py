@@ -110,7 +110,7 @@ def test_training_moved_the_student_towards_its_teacher(run):
     # the embedded default's student starts as the bicubic LR (stage2.lr_skip, its residual at
     # zero), so its first evaluation is bicubic's, far closer to the teacher than an untrained
     # student without the skip; a CI-sized run's 10 steps must keep it there (what more steps
-    # buy is measured in the README, on the embedded default itself)
+    # buy is measured in docs/benchmarks.md, on the embedded default itself)
     assert last["psnr_y_student_vs_teacher"] >= first["psnr_y_student_vs_teacher"] - 0.5, (first, last)
     assert first["psnr_y_student_vs_teacher"] > 20.0, first  # an untrained plain student: ≈ 12 dB
 
