@@ -10,6 +10,8 @@ and that says nothing about the run; anything else a library logs or warns is le
   converter (unused) and notes that it was not tested with the torch that executorch pins (each
   package's spec and fp16 arithmetic are checked by the export itself).
 - torch.export's spec pickling warns about its own deprecated `LeafSpec` check.
+- executorch's QNN quantizer, without a QNN SDK, says it falls back to its abstract op info (the
+  export lowers no QNN `.pte` then, and its manifest says so in `notes`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _SILENT_LOGGERS = ("torchao", "torch.utils._pytree", "diffusers.quantizers",
 _KNOWN_RECORDS = {
     "coremltools": (r"Failed to load _ML\w+Proxy", r"scikit-learn version \S+ is not supported",
                     r"Torch version \S+ has not been tested with coremltools"),
+    "": (r"The backend_opinfo module couldn't be imported",),  # the root logger
 }
 _KNOWN_WARNINGS = ((FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated"),)
 
