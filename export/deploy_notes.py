@@ -7,7 +7,6 @@ parity of this export, not of the defaults."""
 
 from __future__ import annotations
 
-import json
 from importlib import metadata
 from pathlib import Path
 
@@ -226,7 +225,3 @@ let sr = out.featureValue(for: "{m['output']['name']}")!.multiArrayValue!   // [
 Python on macOS: `coremltools.models.MLModel("student_w8a16.mlpackage").predict({{"{i}": lr}})`."""
     return ""
 
-
-def readme_for(folder: Path) -> str:
-    """The README text for an export folder, from its manifest (used by tests and `export verify`)."""
-    return _render(json.loads((folder / "manifest.json").read_text()))
