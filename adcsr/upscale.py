@@ -115,26 +115,6 @@ def plan_outputs(files: list[tuple[Path, Path]], output: str, force: bool,
     return dests, folder
 
 
-def remove_stale_temporaries(dests: list[Path]) -> int:
-    """Delete what a killed run left under `core.atomic`'s temporary names (`.<stem>.*.tmp*`)
-    beside the planned outputs; returns how many."""
-    gone = 0
-    for parent, stems in _by_parent(dests).items():
-        if parent.is_dir():
-            for f in parent.iterdir():
-                if f.name.startswith(".") and ".tmp" in f.name and f.name[1:].split(".", 1)[0] in stems:
-                    f.unlink()
-                    gone += 1
-    return gone
-
-
-def _by_parent(dests: list[Path]) -> dict[Path, set[str]]:
-    out: dict[Path, set[str]] = {}
-    for d in dests:
-        out.setdefault(d.parent, set()).add(d.stem)
-    return out
-
-
 def resolve_device(name: str) -> str:
     """`auto` → "cuda" when a CUDA device is usable, else "cpu"; any other name as given."""
     if name == "auto":
@@ -215,6 +195,7 @@ def upscale_image(source: Source, lr: torch.Tensor, dst: Path, fix: str, progres
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from adcsr.core.atomic import remove_leftovers
     from adcsr.core.imaging import read_image
 
     files = collect_inputs(args.inputs)
@@ -223,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     dests, folder = plan_outputs(files, args.output, args.force, args.resume)
     kept = set()
     if args.resume:
-        removed = remove_stale_temporaries(dests)
+        removed = remove_leftovers(dests)
         kept = {d for d in dests if d.is_file()}
         print(f"adcsr upscale: resuming: {len(kept)} finished output(s) kept"
               + (f", {removed} temporary file(s) of an interrupted run removed" if removed else ""), file=sys.stderr)

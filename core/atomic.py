@@ -90,3 +90,26 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_leftovers(dests: list[Path]) -> int:
+    """Delete what a killed writer left under this module's temporary names for `dests`: files
+    `.<stem>.<random>.tmp<ext>` (`atomic_path`) and folders `.<name>.<random>.tmp|.old`
+    (`atomic_dir`), the random part being `mkstemp`'s (no dots); returns how many were removed."""
+    import re
+
+    by_parent: dict[Path, list[re.Pattern]] = {}
+    for d in map(Path, dests):
+        by_parent.setdefault(d.parent, []).extend([
+            re.compile(rf"\.{re.escape(d.stem)}\.[A-Za-z0-9_]+\.tmp[^/]*"),
+            re.compile(rf"\.{re.escape(d.name)}\.[A-Za-z0-9_]+\.(tmp|old)"),
+        ])
+    gone = 0
+    for parent, patterns in by_parent.items():
+        if not parent.is_dir():
+            continue
+        for p in parent.iterdir():
+            if any(pat.fullmatch(p.name) for pat in patterns):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                gone += 1
+    return gone

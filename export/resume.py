@@ -9,7 +9,6 @@ killed export left under temporary names is removed; every other target is expor
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -48,14 +47,3 @@ def unfinished(out: Path, target: str, cfg: ExportConfig, student: dict) -> str 
             if not f.exists() or sha256_tree(f) != entry.get("sha256"):
                 return f"{name}/{entry['file']} is missing or changed"
     return None
-
-
-def remove_temporaries(out: Path, names: list[str]) -> int:
-    """Delete the temporary folders (`.<name>.*.tmp`, `.<name>.*.old`) a killed export left in `out`."""
-    gone = 0
-    if out.is_dir():
-        for p in out.iterdir():
-            if p.is_dir() and any(p.name.startswith(f".{n}.") and p.suffix in (".tmp", ".old") for n in names):
-                shutil.rmtree(p, ignore_errors=True)
-                gone += 1
-    return gone

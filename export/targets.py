@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from adcsr.core.atomic import atomic_dir
+from adcsr.core.atomic import atomic_dir, remove_leftovers
 from adcsr.core.errors import UserError, disk_full
 from adcsr.core.manifest import sha256_tree, size_on_disk, write_manifest
 from adcsr.core.metrics.fidelity import parity_psnr
@@ -27,7 +27,7 @@ from . import calibration
 from .config import ExportConfig
 from .deploy import deploy_form, relative_max_diff
 from .deploy_notes import installed_versions, qnn_sdk_version, write_readme
-from .resume import remove_temporaries, settings, target_folders, unfinished
+from .resume import settings, target_folders, unfinished
 from .runtime import MANIFEST
 from .student_io import StudentRef
 from .thresholds import meets_minimum
@@ -308,7 +308,7 @@ def export(student: str | os.PathLike, out: str | os.PathLike, targets: list[str
         described = ref.describe()
         for t in targets:
             names = target_folders(t, cfg)
-            removed = remove_temporaries(out, list(names.values()))
+            removed = remove_leftovers([out / n for n in names.values()])
             why = unfinished(out, t, cfg, described)
             if why is None:
                 kept[t] = {**{k: str(out / n) for k, n in names.items()}, "kept": "finished before"}

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from adcsr.export.config import ExportConfig
-from adcsr.export.resume import remove_temporaries, settings, unfinished
+from adcsr.core.atomic import remove_leftovers
+from adcsr.export.resume import settings, unfinished
 from adcsr.export.student_io import StudentRef
 
 CONFIG = "tile: 16\ncalibration_count: 4\neval_count: 2\nmin_w8a16_psnr: 0.0\n"
@@ -92,11 +93,12 @@ def test_a_target_is_finished_only_for_the_same_student_settings_and_files(small
     assert "missing or changed" in unfinished(tmp_path, "coreml", cfg, student)
     (folder / "manifest.json").write_text("{")
     assert "unreadable" in unfinished(tmp_path, "coreml", cfg, student)
-    for leftover in (".coreml.a1.tmp", ".coreml.b2.old", ".onnx.c3.tmp"):
+    for leftover in (".coreml.a1b2c3d4.tmp", ".coreml.b2_c3d4e.old", ".onnx.c3d4e5f6.tmp"):
         (tmp_path / leftover).mkdir()
-    (tmp_path / ".coreml.keep.txt").write_text("not a folder atomic_dir makes")
-    assert remove_temporaries(tmp_path, ["coreml"]) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".coreml.keep.txt", ".onnx.c3.tmp", "coreml"]
+    (tmp_path / ".coreml.keep.txt").write_text("not a name core.atomic makes")
+    (tmp_path / ".coreml.a1b2c3d4.tmp.json").write_text("a file atomic_path left")
+    assert remove_leftovers([tmp_path / "coreml"]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".coreml.keep.txt", ".onnx.c3d4e5f6.tmp", "coreml"]
 
 
 def test_resume_and_force_together_are_refused(small_student, tmp_path, capsys):

@@ -28,7 +28,8 @@ from torch import nn
 from ..errors import UserError
 from .lr_upsample import BicubicUpsample
 from .padding import crop_to, pad_to_multiple
-from .vae_decoder import PrunedVAEDecoder, checkpointed, decode_up_path, load_or_user_error, run_mid_block
+from .loading import load_or_user_error
+from .vae_decoder import PrunedVAEDecoder, checkpointed, decode_up_path, run_mid_block
 
 DEFAULT_GROUP_CANDIDATES = (32, 24, 16, 8, 4, 2, 1)
 

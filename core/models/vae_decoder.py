@@ -13,6 +13,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..errors import UserError
+from .loading import load_or_user_error
 from .sd_configs import vae_config
 
 DECODER_RATIO = 0.5  # AdcSR halves every width of the SD VAE decoder
@@ -108,15 +109,6 @@ class PrunedVAEDecoder(ModelMixin, ConfigMixin):
     def from_preset(cls, preset: str, ratio: float = DECODER_RATIO) -> "PrunedVAEDecoder":
         """The `sd21` (64/128/256/256) or `tiny` decoder, randomly initialised."""
         return cls(**cls.config_from_vae(vae_config(preset), ratio))
-
-
-def load_or_user_error(loader, what: str, path, **kw):
-    """Run a diffusers `from_pretrained`, turning its load failures into one-line UserErrors."""
-    try:
-        return loader(path, **kw)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load the {what} from {path}: {first[:300]}") from None
 
 
 def checkpointed(owner: nn.Module, block: nn.Module, *args: torch.Tensor | None) -> torch.Tensor:

@@ -40,13 +40,27 @@ def _tsdsr(**kw: Any) -> Teacher:
     return TSDSRTeacher.load(**kw)
 
 
-#: name → factory(**kw) → Teacher. Later teachers (TAD-SR) register here.
+def _resshift(**kw: Any) -> Teacher:
+    from .resshift import ResShiftTeacher
+
+    return ResShiftTeacher.load(**kw)
+
+
+def _tadsr(**kw: Any) -> Teacher:
+    from .resshift import TADSRTeacher
+
+    return TADSRTeacher.load(**kw)
+
+
+#: name → factory(**kw) → Teacher.
 TEACHERS: dict[str, Callable[..., Teacher]] = {
     "realesrgan": _realesrgan,
     "realesrgan-compact": _realesrgan_compact,
     "osediff": _osediff,
     "dfosd": _dfosd,
     "tsdsr": _tsdsr,
+    "resshift": _resshift,
+    "tadsr": _tadsr,
 }
 
 
