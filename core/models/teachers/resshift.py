@@ -28,7 +28,7 @@ from ..resshift_schedule import ResShiftSchedule
 from ..resshift_unet import ResShiftUNet, load_release_unet
 from ..vqgan_f4 import build_vqgan, load_ldm_vqgan
 from .base import Teacher
-from .sd_one_step import DTYPES, check_precision
+from .sd_one_step import DTYPES, check_precision, place_networks
 
 if TYPE_CHECKING:
     from diffusers import VQModel
@@ -72,13 +72,8 @@ class ResShiftTeacher(Teacher):
         return cls(unet, vqgan, info, int(seed), dtype, device)
 
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> ResShiftTeacher:
-        name = {v: k for k, v in DTYPES.items()}[dtype]
-        check_precision(name, device)
+        name = place_networks((self.unet, self.vqgan), device, dtype)
         self.device, self.dtype = torch.device(device), dtype
-        for net in (self.unet, self.vqgan):
-            net.to(self.device)
-            if net.dtype != dtype:  # diffusers warns at every cast, even to the same dtype
-                net.to(dtype=dtype)
         self.info["dtype"] = name
         return self
 

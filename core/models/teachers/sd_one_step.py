@@ -28,6 +28,17 @@ def check_precision(dtype: str, device: str | torch.device) -> None:
         raise UserError(f"{dtype} runs on CUDA only; use dtype=fp32 on {torch.device(device).type}")
 
 
+def place_networks(nets, device: str | torch.device, dtype: torch.dtype) -> str:
+    """Move a teacher's diffusers networks to `device` in `dtype` (checked first); returns the dtype's name."""
+    name = {v: k for k, v in DTYPES.items()}[dtype]
+    check_precision(name, device)
+    for net in nets:
+        net.to(torch.device(device))
+        if net.dtype != dtype:  # diffusers warns at every cast, even to the same dtype
+            net.to(dtype=dtype)
+    return name
+
+
 def sd21_scheduler(folder=None):
     """The SD folder's DDPM scheduler, else SD2.1-base's; epsilon prediction is required."""
     from diffusers import DDPMScheduler
@@ -88,13 +99,8 @@ class OneStepSDTeacher(Teacher):
         self.to(device, DTYPES[dtype])
 
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> OneStepSDTeacher:
-        name = {v: k for k, v in DTYPES.items()}[dtype]
-        check_precision(name, device)
+        name = place_networks((self.unet, self.vae), device, dtype)
         self.device, self.dtype = torch.device(device), dtype
-        for net in (self.unet, self.vae):
-            net.to(self.device)
-            if net.dtype != dtype:  # diffusers warns at every cast, even to the same dtype
-                net.to(dtype=dtype)
         self.prompt_embeds = self.prompt_embeds.to(self.device, dtype)
         self.info["dtype"] = name
         return self

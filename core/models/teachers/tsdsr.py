@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from ...errors import UserError
 from ..sd3_configs import PRESETS, PROMPT_SHAPES, transformer_config, vae_config
 from .base import Teacher
-from .sd_one_step import DTYPES, check_precision, merge_lora_adapters, randomize_lora, require_subfolders
+from .sd_one_step import DTYPES, check_precision, merge_lora_adapters, place_networks, randomize_lora, require_subfolders
 
 if TYPE_CHECKING:
     from ..feature_space import FeatureSpace
@@ -137,13 +137,8 @@ class TSDSRTeacher(Teacher):
         self.to(device, DTYPES[dtype])
 
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> TSDSRTeacher:
-        name = {v: k for k, v in DTYPES.items()}[dtype]
-        check_precision(name, device)
+        name = place_networks((self.transformer, self.vae), device, dtype)
         self.device, self.dtype = torch.device(device), dtype
-        for net in (self.transformer, self.vae):
-            net.to(self.device)
-            if net.dtype != dtype:
-                net.to(dtype=dtype)
         self.prompt_embeds = self.prompt_embeds.to(self.device, dtype)
         self.pooled_embeds = self.pooled_embeds.to(self.device, dtype)
         self.info["dtype"] = name
