@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -96,8 +97,6 @@ def remove_leftovers(dests: list[Path]) -> int:
     """Delete what a killed writer left under this module's temporary names for `dests`: files
     `.<stem>.<random>.tmp<ext>` (`atomic_path`) and folders `.<name>.<random>.tmp|.old`
     (`atomic_dir`), the random part being `mkstemp`'s (no dots); returns how many were removed."""
-    import re
-
     by_parent: dict[Path, list[re.Pattern]] = {}
     for d in map(Path, dests):
         by_parent.setdefault(d.parent, []).extend([
@@ -110,6 +109,9 @@ def remove_leftovers(dests: list[Path]) -> int:
             continue
         for p in parent.iterdir():
             if any(pat.fullmatch(p.name) for pat in patterns):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
                 gone += 1
     return gone
