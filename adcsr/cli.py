@@ -71,6 +71,9 @@ EXAMPLES: dict[str, str] = {
     "train tsdsr": """\
   adcsr train tsdsr tsdsr-ci          # tiny random SD3, on the bundled photos
   accelerate launch -m adcsr train tsdsr tsdsr-full""",
+    "train tadsr": """\
+  adcsr train tadsr tadsr-ci          # tiny random ResShift, on the bundled photos
+  adcsr train tadsr tadsr-full --resume""",
     "export qnn": """\
   adcsr export qnn runs/default/stage2/train/student --out exports/ --soc SM8650 --tile 64""",
     "export executorch": """\

@@ -1,10 +1,10 @@
 """Training: one trainer; stage 0 (small autoencoder), stage 1 (pruned decoder pretraining) and
-stage 2 (adversarial feature distillation); the baselines' own objectives (DFOSD, TSD-SR).
+stage 2 (adversarial feature distillation); the baselines' own objectives (DFOSD, TSD-SR, TAD-SR).
 
 The face: `STAGES` ({"stage0": train_autoencoder, "stage1": pretrain_decoder, "stage2": distill},
 each `fn(cfg, resume=False) -> Path`, `cfg` a config object, a YAML path or a dict), their config
-classes `CONFIGS` and each function and class by name; `METHODS` ({"dfosd": train_dfosd, "tsdsr": train_tsdsr}) the
-baselines trained with their own objectives. Imported on first use (core/faces.py).
+classes `CONFIGS` and each function and class by name; `METHODS` ({"dfosd": train_dfosd, "tsdsr": train_tsdsr,
+"tadsr": train_tadsr}) the baselines trained with their own objectives. Imported on first use (core/faces.py).
 """
 
 from adcsr.core.faces import lazy_face
@@ -28,9 +28,10 @@ def _configs():
 
 def _methods():
     from .dfosd import train_dfosd
+    from .tadsr import train_tadsr
     from .tsdsr import train_tsdsr
 
-    return {"dfosd": train_dfosd, "tsdsr": train_tsdsr}
+    return {"dfosd": train_dfosd, "tsdsr": train_tsdsr, "tadsr": train_tadsr}
 
 
 __getattr__, __all__ = lazy_face(__name__, {
@@ -38,4 +39,5 @@ __getattr__, __all__ = lazy_face(__name__, {
     "pretrain_decoder": "stage1", "Stage1Config": "stage1",
     "distill": "stage2", "Stage2Config": "stage2",
     "train_dfosd": "dfosd", "DFOSDConfig": "dfosd", "train_tsdsr": "tsdsr", "TSDSRConfig": "tsdsr",
+    "train_tadsr": "tadsr", "TADSRConfig": "tadsr",
 }, {"STAGES": _stages, "CONFIGS": _configs, "METHODS": _methods})

@@ -1,4 +1,4 @@
-"""`adcsr distill stage0|stage1|stage2 CONFIG [--resume]` and `adcsr train dfosd|tsdsr CONFIG [--resume]`.
+"""`adcsr distill stage0|stage1|stage2 CONFIG [--resume]` and `adcsr train dfosd|tsdsr|tadsr CONFIG [--resume]`.
 
 Multi-process: `accelerate launch -m adcsr.cli distill stage2 CONFIG` or
 `torchrun --nproc_per_node N -m adcsr.cli distill stage2 CONFIG`.
@@ -26,6 +26,7 @@ def _run(args: argparse.Namespace) -> int:
 METHOD_HELP = {
     "dfosd": "DFOSD's own objective: noise-aware discriminator + MSE + EA-DISTS (no teacher)",
     "tsdsr": "TSD-SR's target score distillation from SD3 (VSD + target score matching, DASM, CFG)",
+    "tadsr": "TAD-SR's time-aware distillation of ResShift (regression to 15 steps, HSD, time-aware discriminator)",
 }
 
 
@@ -51,7 +52,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("distill", help="train: stage 0 autoencoder, stage 1 decoder, stage 2 distillation",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     _commands(p, "stage", "STAGE", HELP, _run)
-    t = subparsers.add_parser("train", help="train a baseline method with its own objective (DFOSD, TSD-SR)",
+    t = subparsers.add_parser("train", help="train a baseline method with its own objective (DFOSD, TSD-SR, TAD-SR)",
                               description="Train one of the papers' methods with its own training objective, on "
                               "the shared trainer (resume, multi-process, AMP as the distillation stages).")
     _commands(t, "method", "METHOD", METHOD_HELP, _run_method)

@@ -18,6 +18,7 @@ import yaml
 from adcsr.core.config import PLACEHOLDER, load_config
 from adcsr.core.models.sd_configs import unet_config, vae_config
 from adcsr.distill.dfosd import DFOSDConfig, DFOSDTask
+from adcsr.distill.tadsr import TADSRConfig, TADSRTask
 from adcsr.distill.tsdsr import TSDSRConfig, TSDSRTask
 from adcsr.distill.stage0 import AutoencoderTask, Stage0Config
 from adcsr.distill.stage1 import DecoderTask, Stage1Config
@@ -30,7 +31,7 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {"stage0": (Stage0Config, AutoencoderTask), "stage1": (Stage1Config, DecoderTask),
           "stage2": (Stage2Config, DistillTask), "dfosd": (DFOSDConfig, DFOSDTask),
-          "tsdsr": (TSDSRConfig, TSDSRTask)}
+          "tsdsr": (TSDSRConfig, TSDSRTask), "tadsr": (TADSRConfig, TADSRTask)}
 PIPELINE_STAGE = {"autoencoder": "stage0", "stage1": "stage1", "stage2": "stage2"}
 CASES = [(p.name, p.name.split("-")[0]) for p in sorted((ROOT / "distill" / "configs").glob("*.yaml"))] + [
     ("pipeline.yaml", "stage0"), ("pipeline.yaml", "stage1"), ("pipeline.yaml", "stage2"),
@@ -71,20 +72,28 @@ def fixtures(tmp_path_factory) -> dict[str, str]:
     AutoencoderKL(**sd3_vae_config("tiny")).save_pretrained(sd3 / "vae")
     torch.save(torch.randn(PROMPT_SHAPES["tiny"][0]), root / "prompt_embeds.pt")
     torch.save(torch.randn(PROMPT_SHAPES["tiny"][1]), root / "pool_embeds.pt")
+    from adcsr.core.models.resshift_unet import ResShiftUNet
+    from adcsr.core.models.vqgan_f4 import build_vqgan
+
+    # ResShift's release files in their format (.pth state dicts), of the tiny architecture
+    torch.save(ResShiftUNet.from_preset("tiny").state_dict(), root / "resshift.pth")
+    torch.save(build_vqgan("tiny").state_dict(), root / "autoencoder_vq_f4.pth")
     for i, crop in enumerate(hr_crops("train", 96, len(TRAIN_PHOTOS), seed=3)):
         write_image(crop, root / "hr" / f"{i}.png")
     return {"vae": str(sd / "vae"), "sd_folder": str(sd), "unet": str(sd / "unet"),
             "decoder": str(root / "decoder"), "student": str(root / "student"),
             "checkpoint": str(root / "osediff.safetensors"), "lpips_weights": str(lpips),
             "hr_folder": str(root / "hr"), "dists_weights": str(dists), "sd3_folder": str(sd3),
-            "prompt_embeds": str(root / "prompt_embeds.pt"), "pooled_embeds": str(root / "pool_embeds.pt")}
+            "prompt_embeds": str(root / "prompt_embeds.pt"), "pooled_embeds": str(root / "pool_embeds.pt"),
+            "teacher_checkpoint": str(root / "resshift.pth"), "autoencoder": str(root / "autoencoder_vq_f4.pth")}
 
 
 def _local(data, fixtures: dict[str, str], key: str = ""):
-    """Placeholders and earlier stages' outputs → the fixture for their key; presets → tiny."""
+    """Placeholders and earlier stages' outputs → the fixture for their key; presets and
+    architectures → tiny."""
     if isinstance(data, dict):
         return {k: _local(v, fixtures, k) for k, v in data.items()}
-    if key in ("preset", "student_preset"):
+    if key in ("preset", "student_preset", "architecture"):
         return "tiny"
     if isinstance(data, str) and data.startswith((PLACEHOLDER, "runs/")) and key != "run_dir":
         return fixtures[key]  # a KeyError here: a new path key needs a fixture

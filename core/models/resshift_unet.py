@@ -303,19 +303,26 @@ class ResShiftUNet(ModelMixin, ConfigMixin):
             raise UserError(f"unknown ResShift UNet preset {name!r} (known: {', '.join(PRESETS)})")
         return cls(**PRESETS[name])
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+    def down_path(self, x: torch.Tensor, t: torch.Tensor,
+                  lq: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """The encoder half of `forward` on the input padded to `size_multiple`: (every input
+        block's output, the middle block's output, the timestep embedding). TAD-SR's time-aware
+        discriminator reads these multi-scale features of the frozen teacher."""
         dtype = self.out[2].weight.dtype
         emb = self.time_embed(get_timestep_embedding(t, self.config.model_channels, flip_sin_to_cos=True,
                                                      downscale_freq_shift=0).to(dtype))
-        h, size = pad_to_multiple(torch.cat([x, lq], dim=1).to(dtype), self.size_multiple)
+        h, _ = pad_to_multiple(torch.cat([x, lq], dim=1).to(dtype), self.size_multiple)
         skips = []
         for block in self.input_blocks:
             h = block(h, emb)
             skips.append(h)
-        h = self.middle_block(h, emb)
+        return skips, self.middle_block(h, emb), emb
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
+        skips, h, emb = self.down_path(x, t, lq)
         for block in self.output_blocks:
             h = block(torch.cat([h, skips.pop()], dim=1), emb)
-        return crop_to(self.out(h), size)
+        return crop_to(self.out(h), tuple(x.shape[-2:]))
 
 
 def read_release_state(path: str | os.PathLike, what: str) -> dict[str, torch.Tensor]:
