@@ -11,16 +11,19 @@ peak-memory probe:
   transformer and VAE with TSD-SR's rank-64 LoRA), and any registered teacher by name
   (`realesrgan`, `realesrgan-compact`).
 
-CPU backends (`--backends`): `torch` (eager), `torch-channels-last`, `torch-compile` (inductor with
-frozen weights) and `onnxruntime`. Each backend runs in a fresh process, one after another; within
-it, teacher and student repeats are interleaved, so every backend's speed-up comes from paired
-measurements.
+CPU backends (`--backends`, defined in `adcsr.backends`): eager fp32, channels-last, inductor,
+bf16 autocast, the shipped fp32 ONNX and its int8 QDQ. Each backend runs in a fresh process, one
+after another; within it, teacher and student repeats are interleaved, so every backend's speed-up
+comes from paired measurements. Every row also carries its parity (PSNR of held-out tiles against
+the same model in eager fp32), its speed over eager fp32 and its roofline (achieved GMAC/s over a
+matmul peak at its precision measured in the same process).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+from functools import partial
 import json
 import multiprocessing as mp
 import tempfile
@@ -35,7 +38,11 @@ from torch import nn
 
 from adcsr.core.atomic import atomic_write_text
 from adcsr.core.errors import UserError
-from adcsr.timing import cuda_interleaved, interleaved, summarize
+from adcsr.backends import BACKENDS, backend
+from adcsr.core.metrics.fidelity import parity_psnr
+from adcsr.timing import cuda_interleaved, interleaved, matmul_peak_gmacs, summarize
+
+PARITY_TILES = 2  # held-out LR tiles per model and backend
 
 
 class _TeacherModule(nn.Module):
@@ -78,66 +85,8 @@ def build(spec: str) -> BenchModel:
     return BenchModel(spec, f"{teacher.name} teacher", _TeacherModule(teacher).eval())
 
 
-def _onnx_runner(model: nn.Module, lr: torch.Tensor, folder: Path) -> Callable[[], Any]:
-    """Export to ONNX (the export stage's exporter) and return a CPU onnxruntime call. A student is
-    exported in the deploy form its shipped fp32 ONNX has (`export/onnx/student_fp32.onnx`)."""
-    import onnxruntime as ort
-
-    from adcsr.export import shipped_onnx
-
-    path = shipped_onnx(model, lr.shape[-1], folder / f"{id(model)}.onnx")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: lr.numpy()}
-    return lambda: session.run(None, feed)
-
-
-def _torch_runner(model: nn.Module, lr: torch.Tensor) -> Callable[[], Any]:
-    def run():
-        with torch.inference_mode():
-            return model(lr)
-
-    return run
-
-
-def _channels_last_runner(model: nn.Module, lr: torch.Tensor) -> Callable[[], Any]:
-    """Eager PyTorch on NHWC tensors (oneDNN's preferred convolution layout), on a copy of the model."""
-    m = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    return _torch_runner(m, lr.contiguous(memory_format=torch.channels_last))
-
-
-def _compiled_runner(model: nn.Module, lr: torch.Tensor) -> Callable[[], Any]:
-    """`torch.compile` (inductor) with frozen weights, PyTorch's CPU inference setting: weights are
-    folded into the graph as constants and convolutions pre-packed for oneDNN. Compiles here, so the
-    compile time is not timed."""
-    import torch._inductor.config as inductor_config
-
-    compiled = torch.compile(model)
-    try:
-        with inductor_config.patch(freezing=True), torch.inference_mode():
-            compiled(lr)
-    except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError) as e:
-        raise UserError(f"torch-compile backend: inductor could not compile (it needs a C++ compiler): "
-                        f"{str(e).splitlines()[0]}") from None
-    return _torch_runner(compiled, lr)
-
-
-BACKENDS = ("torch", "torch-channels-last", "torch-compile", "onnxruntime")
 # the other SD-family methods `--preset` times beside OSEDiff and the student, at the same size
 PRESET_BASELINES = {"tiny": ("dfosd:tiny", "tsdsr:tiny"), "sd21": ("dfosd:sd21", "tsdsr:sd3")}
-
-
-def _runner(backend: str, model: nn.Module, lr: torch.Tensor, folder: Path) -> Callable[[], Any]:
-    if backend == "torch":
-        return _torch_runner(model, lr)
-    if backend == "torch-channels-last":
-        return _channels_last_runner(model, lr)
-    if backend == "torch-compile":
-        return _compiled_runner(model, lr)
-    if backend == "onnxruntime":
-        return _onnx_runner(model, lr, folder)
-    raise UserError(f"unknown backend {backend!r} (known: {', '.join(BACKENDS)})")
 
 
 def _vm_hwm() -> int:
@@ -179,16 +128,40 @@ def _bench_input(lr_size: int) -> torch.Tensor:
     return torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
 
 
-def _time_backend(backend: str, specs: list[str], lr_size: int, repeats: int, warmup: int) -> dict[str, list[float]]:
-    """Fresh process: build the models, time them interleaved on one backend; seconds per call by label."""
+def _time_backend(name: str, specs: list[str], lr_size: int, repeats: int, warmup: int,
+                  references: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Fresh process: build the models, run them on one backend; by label, seconds per call (timed
+    interleaved) and the parity (PSNR, dB) of the held-out tiles against the model's eager fp32
+    output; and this process's matmul peak at the backend's precision."""
     from tqdm import tqdm
 
+    b = backend(name)
     models = [build(spec) for spec in specs]
-    lr = _bench_input(lr_size)
-    with tempfile.TemporaryDirectory() as tmp, tqdm(total=repeats * len(models), desc=f"bench {backend}",
+    lr, held = _bench_input(lr_size), _parity_tiles(lr_size)
+    with tempfile.TemporaryDirectory() as tmp, tqdm(total=repeats * len(models), desc=f"bench {name}",
                                                     unit="run") as bar:
-        runners = {m.label: _runner(backend, m.module, lr, Path(tmp)) for m in models}
-        return interleaved(runners, repeats=repeats, warmup=warmup, progress=bar.update)
+        runs = {m.label: b.prepare(m.module, lr, Path(tmp)) for m in models}
+        parity = {label: None if name == "torch" else
+                  parity_psnr(references[label], torch.cat([run(t[None]) for t in held]).clamp(0, 1))
+                  for label, run in runs.items()}
+        times = interleaved({label: partial(run, lr) for label, run in runs.items()}, repeats=repeats, warmup=warmup,
+                            progress=bar.update)
+    return {"times": times, "parity": parity, "peak_gmacs": matmul_peak_gmacs(b.precision)}
+
+
+def _parity_tiles(lr_size: int) -> torch.Tensor:
+    """The held-out LR tiles (the project's one held-out set) every backend's parity is measured on."""
+    from adcsr.core.degradations import DegradationConfig
+    from adcsr.core.heldout import heldout_set
+
+    return heldout_set(lr_size * 4, PARITY_TILES, 0, DegradationConfig(scale=4))[1]
+
+
+def _references(models: list[BenchModel], lr_size: int) -> dict[str, torch.Tensor]:
+    """Each model's eager fp32 SR of the parity tiles, tile by tile as the static-tile backends run."""
+    held = _parity_tiles(lr_size)
+    with torch.inference_mode():
+        return {m.label: torch.cat([m.module(t[None]) for t in held]).float().clamp(0, 1) for m in models}
 
 
 def _cuda_variants(model: nn.Module, lr: torch.Tensor) -> dict[str, Callable[[], Any]]:
@@ -237,54 +210,74 @@ def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats:
     if len(set(labels)) != len(labels):
         raise UserError(f"the same model is given twice ({', '.join(sorted(l for l in labels if labels.count(l) > 1))})")
     info = {m.label: {"params": count_params(m.module), "macs": count_macs(m.module, lr)} for m in models}
+    references = _references(models, lr_size) if set(backends) - {"torch"} else {}
     del models
     # Each backend in its own process (teacher and student interleaved there, so its ratio is from
     # paired runs): one backend's memory (a channels-last copy, inductor's frozen constants and
     # loaded code, ONNX sessions) never stays for the next one.
-    times = {backend: _in_fresh_process(_time_backend, backend, specs, lr_size, repeats, warmup)
-             for backend in backends}
+    measured = {name: _in_fresh_process(_time_backend, name, specs, lr_size, repeats, warmup, references)
+                for name in backends}
     rows: list[dict[str, Any]] = []
     for label, spec in zip(info, specs):
         if memory:
             info[label].update(peak_rss(spec, lr_size))
-        for backend in backends:
-            rows.append({"model": label, "spec": spec, "backend": backend, **info[label],
-                         **summarize(times[backend][label])})
+        for name in backends:
+            m = measured[name]
+            row = {"model": label, "spec": spec, "backend": name, "form": backend(name).form,
+                   "precision": backend(name).precision, **info[label], **summarize(m["times"][label]),
+                   "parity_db": m["parity"][label], "peak_gmacs": m["peak_gmacs"]}
+            row["achieved_gmacs"] = row["macs"] / (row["median_ms"] / 1e3) / 1e9
+            rows.append(row)
     if cuda if cuda is not None else torch.cuda.is_available():
         cuda_times = _in_fresh_process(_time_cuda, specs, lr_size)
         for label, spec in zip(info, specs):
             for variant, t in cuda_times[label].items():
                 rows.append({"model": label, "spec": spec, "backend": f"cuda {variant}",
                              "params": info[label]["params"], **summarize(t)})
-    speedups, versus = {}, {}
-    for backend in {r["backend"] for r in rows}:
-        by_model = {r["model"]: r["median_ms"] for r in rows if r["backend"] == backend}
-        speedups[backend] = by_model[teacher] / by_model[student]
-        versus[backend] = {label: ms / by_model[student] for label, ms in by_model.items() if label != student}
+    speedups, versus, over_eager = {}, {}, {}
+    by_backend = {name: {r["model"]: r["median_ms"] for r in rows if r["backend"] == name} for name in {r["backend"] for r in rows}}
+    for name, by_model in by_backend.items():
+        speedups[name] = by_model[teacher] / by_model[student]
+        versus[name] = {label: ms / by_model[student] for label, ms in by_model.items() if label != student}
+        if "torch" in by_backend:
+            over_eager[name] = {label: by_backend["torch"][label] / ms for label, ms in by_model.items()}
     return {
         "lr_size": lr_size, "sr_size": lr_size * 4, "repeats": repeats, "threads": torch.get_num_threads(),
         "teacher": teacher, "student": student, "baselines": labels[2:], "rows": rows, "student_speedup": speedups,
-        "student_speedup_vs": versus,
+        "student_speedup_vs": versus, "speedup_over_eager": over_eager,
     }
+
+
+def _cell(value: float | None, fmt: str, none: str = "") -> str:
+    return none if value is None else format(value, fmt)
 
 
 def markdown_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['lr_size']}² → {result['sr_size']}², median of {result['repeats']} interleaved repeats, "
-        f"{result['threads']} CPU threads.",
+        f"{result['threads']} CPU threads. Parity: PSNR of {PARITY_TILES} held-out tiles against the same "
+        "model in eager fp32. Roofline: achieved GMAC/s over this machine's matmul peak at the backend's precision, "
+        "measured in the same process.",
         "",
-        "| model | backend | median | min | params | GMACs | peak RSS | student speed-up over it |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | backend | median | min | × its eager fp32 | parity | params | GMACs | GMAC/s (roofline) "
+        "| peak RSS | student speed-up over it |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    versus = result.get("student_speedup_vs", {})
+    versus, eager = result.get("student_speedup_vs", {}), result.get("speedup_over_eager", {})
     for r in result["rows"]:
         speedup = versus.get(r["backend"], {}).get(r["model"])
         rss = f"{r['peak_rss_bytes'] / 2**20:.0f} MiB" if "peak_rss_bytes" in r else "—"
+        parity = "ref" if r["backend"] == "torch" else _cell(r.get("parity_db"), ".1f", "—") + " dB"
+        roof = (f"{r['achieved_gmacs']:.0f} ({r['achieved_gmacs'] / r['peak_gmacs']:.0%} of {r['precision']} "
+                f"{r['peak_gmacs']:.0f})" if r.get("peak_gmacs") else "")
         lines.append(
             f"| {r['model']} | {r['backend']} | {r['median_ms']:.1f} ms | {r['min_ms']:.1f} ms "
-            f"| {r['params'] / 1e6:.2f} M | {r.get('macs', 0) / 1e9:.1f} | {rss} "
+            f"| {_cell(eager.get(r['backend'], {}).get(r['model']), '.2f')}× | {parity} "
+            f"| {r['params'] / 1e6:.2f} M | {r.get('macs', 0) / 1e9:.1f} | {roof} | {rss} "
             f"| {f'{speedup:.2f}×' if speedup else ''} |"
         )
+    forms = sorted({(r["backend"], r.get("form", "")) for r in result["rows"]})
+    lines += ["", "Backends: " + "; ".join(f"`{b}` = {f}" for b, f in forms if f) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -310,9 +303,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per model and backend (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per model before timing")
     p.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"], choices=BACKENDS,
-                   help="CPU backends, each timed teacher-vs-student interleaved (default: torch onnxruntime); "
-                        "torch-channels-last and torch-compile (inductor, frozen weights) are PyTorch's "
-                        "CPU inference variants")
+                   help="CPU backends, each timed teacher-vs-student interleaved, with its parity against eager "
+                        "fp32 (default: torch onnxruntime); see adcsr/backends.py for what each runs")
     p.add_argument("--no-memory", action="store_true", help="skip the per-model peak-memory probe")
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md (default runs/bench-PRESET)")
     p.set_defaults(func=_main)

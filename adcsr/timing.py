@@ -62,3 +62,24 @@ def cuda_interleaved(runners: dict[str, Callable[[], Any]], repeats: int = 20,
             end.synchronize()
             times[name].append(start.elapsed_time(end) / 1e3)
     return times
+
+
+def matmul_peak_gmacs(precision: str, n: int = 2048, repeats: int = 5) -> float:
+    """This process's dense matmul rate (GMAC/s, median of `repeats`) at `precision` (fp32, bf16,
+    int8): the roofline a backend's achieved rate is compared with."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    if precision == "int8":
+        a = torch.randint(-128, 128, (n, n), dtype=torch.int8, generator=g)
+        mm = lambda: torch._int_mm(a, a)  # noqa: E731 (int8 × int8 → int32, oneDNN's VNNI path)
+    else:
+        a = torch.rand(n, n, generator=g).to({"fp32": torch.float32, "bf16": torch.bfloat16}[precision])
+        mm = lambda: a @ a  # noqa: E731
+    mm()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mm()
+        times.append(time.perf_counter() - start)
+    return n**3 / statistics.median(times) / 1e9

@@ -55,6 +55,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--color-fix", choices=COLOR_FIXES, default=None,
                    help="colour correction to the LR image (default: the model's own: adain for a student, its artifacts "
                         "and osediff, none for Real-ESRGAN)")
+    p.add_argument("--backend", default="torch", metavar="NAME",
+                   help="how a --student runs (adcsr/backends.py): torch (eager, default), torch-bf16 (bf16 autocast), "
+                        "torch-channels-last, torch-compile, onnxruntime (the shipped fp32 ONNX) or onnxruntime-int8 "
+                        "(its int8 QDQ); the onnxruntime ones run a static --tile and build the ONNX first")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present, else the CPU), cpu, "
                    "cuda, cuda:1, ... (default: auto)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
@@ -130,6 +134,8 @@ def resolve_device(name: str) -> str:
 
 def load_model(args: argparse.Namespace) -> Source:
     """The model named by --teacher, --student or --artifact, with its tiling."""
+    if args.backend != "torch" and not args.student:
+        raise UserError("--backend chooses how a --student runs; teachers and artifacts have their own runtime")
     if args.artifact:
         return _artifact_source(args)
     tile = 128 if args.tile is None else args.tile
@@ -151,11 +157,38 @@ def load_model(args: argparse.Namespace) -> Source:
     from adcsr.core.models.student import AdcSRStudent
 
     student = AdcSRStudent.from_pretrained(args.student).to(device).eval()
+    described = {"name": "student", "folder": str(args.student), "backend": args.backend}
+    if args.backend != "torch":
+        return _backend_source(args, student, tile, overlap, described)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return student(x.to(device)).clamp(0, 1).cpu()
 
-    return Source(forward, tile, overlap, student.size_multiple, {"name": "student", "folder": str(args.student)},
+    return Source(forward, tile, overlap, student.size_multiple, described, student.default_color_fix)
+
+
+def _backend_source(args: argparse.Namespace, student: torch.nn.Module, tile: int, overlap: int,
+                    described: dict[str, Any]) -> Source:
+    """The student on a CPU backend other than eager; a static-shape one (onnxruntime) gets whole
+    tiles of `tile`, the image padded to them as for an artifact."""
+    import tempfile
+
+    from adcsr.backends import backend
+
+    chosen = backend(args.backend)
+    if resolve_device(args.device) != "cpu":
+        raise UserError(f"--backend {args.backend} runs on the CPU: pass --device cpu")
+    static = chosen.name.startswith("onnxruntime")
+    if static and tile >= 1 << 30:
+        raise UserError(f"--backend {args.backend} runs a static tile: give --tile N (not 0)")
+    if tile % student.size_multiple and static:
+        raise UserError(f"--tile must be a multiple of {student.size_multiple} for --backend {args.backend}")
+    side = tile if static else min(tile, 128)  # inductor compiles for this shape (and recompiles for others)
+    example = torch.zeros(1, 3, side, side)
+    with tempfile.TemporaryDirectory() as tmp:  # the ONNX files: the session holds what it needs
+        run = chosen.prepare(student.cpu(), example, Path(tmp))
+    described["form"] = chosen.form
+    return Source(lambda x: run(x).clamp(0, 1), tile, overlap, tile if static else student.size_multiple, described,
                   student.default_color_fix)
 
 

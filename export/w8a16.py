@@ -12,13 +12,16 @@ import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from adcsr.core.errors import UserError
 
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
+
+if TYPE_CHECKING:
+    import torch
 
 WEIGHT_OPS = ("Conv", "MatMul", "Gemm")
 SCHEME = "W8A16: QUInt16 activations (asymmetric min-max), QUInt8 weights (per-channel for Conv)"

@@ -6,7 +6,8 @@ import pytest
 
 import torch
 
-from adcsr.bench import BACKENDS, _runner, build, peak_rss, run_bench, write_results
+from adcsr.backends import BACKENDS, backend
+from adcsr.bench import build, markdown_table, peak_rss, run_bench, write_results
 from adcsr.core.errors import UserError
 from adcsr.core.models.macs import count_params
 
@@ -23,12 +24,29 @@ def result():
 def test_rows_pair_every_model_with_every_backend(result):
     pairs = {(r["model"], r["backend"]) for r in result["rows"]}
     assert pairs == {(m, b) for m in (result["teacher"], result["student"]) for b in BENCHED}
-    for backend, speedup in result["student_speedup"].items():
-        rows = {r["model"]: r["median_ms"] for r in result["rows"] if r["backend"] == backend}
+    for name, speedup in result["student_speedup"].items():
+        rows = {r["model"]: r["median_ms"] for r in result["rows"] if r["backend"] == name}
         assert speedup == pytest.approx(rows[result["teacher"]] / rows[result["student"]])
     student = next(r for r in result["rows"] if r["model"] == result["student"])
     assert student["params"] == count_params(build("student:tiny").module)
     assert student["macs"] > 0 and student["repeats"] == 2
+
+
+def test_every_row_states_its_form_parity_and_roofline(result):
+    """Eager fp32 is the reference; every other backend's parity is measured (finite, and the
+    shipped fp32 ONNX agrees to float rounding); the roofline is achieved over a measured peak."""
+    for r in result["rows"]:
+        assert r["form"] == BACKENDS[r["backend"]].form and r["precision"] == "fp32"
+        assert r["peak_gmacs"] > 0
+        assert r["achieved_gmacs"] == pytest.approx(r["macs"] / (r["median_ms"] / 1e3) / 1e9)
+        if r["backend"] == "torch":
+            assert r["parity_db"] is None
+        else:
+            assert 60 < r["parity_db"] < float("inf")
+    eager = result["speedup_over_eager"]
+    assert all(v == 1.0 for v in eager["torch"].values())
+    table = markdown_table(result)
+    assert "| ref |" in table and "of fp32" in table and "`onnxruntime` = the shipped fp32 ONNX" in table
 
 
 def test_results_written_as_json_and_markdown(result, tmp_path):
@@ -38,17 +56,29 @@ def test_results_written_as_json_and_markdown(result, tmp_path):
     assert table.count("| realesrgan-compact teacher |") == len(BENCHED) and "×" in table
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_every_backend_runs_the_model_it_is_given(backend, tmp_path):
-    """Each CPU backend (channels-last copy, inductor with frozen weights, ONNX) computes the same
-    image as eager PyTorch, and the channels-last copy leaves the benchmarked model as it was."""
+# the lower-precision backends' PSNR (dB) against eager fp32 on a held-out photo tile of the compact
+# teacher (measured: bf16 62, int8 42); fp32 backends agree to float rounding
+MIN_PARITY = {"torch-bf16": 50.0, "onnxruntime-int8": 36.0}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_every_backend_runs_the_model_it_is_given(name, tmp_path):
+    """Each CPU backend computes the image eager PyTorch does (to float rounding in fp32, within
+    the precision's error for bf16 and int8, and not merely the fp32 model again), and the
+    channels-last copy leaves the benchmarked model as it was."""
+    from adcsr.core.metrics.fidelity import parity_psnr
+    from adcsr.export import lr_tiles
+
     model = build("realesrgan-compact").module
-    lr = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    lr = lr_tiles("heldout", 32, 1)
     with torch.inference_mode():
         expected = model(lr)
-    out = _runner(backend, model, lr, tmp_path)()
-    out = torch.as_tensor(out[0] if isinstance(out, list) else out)
-    torch.testing.assert_close(out.contiguous(), expected, atol=1e-4, rtol=1e-4)
+    out = backend(name).prepare(model, lr, tmp_path)(lr)
+    assert out.dtype == torch.float32 and out.shape == expected.shape
+    if name in MIN_PARITY:
+        assert MIN_PARITY[name] < parity_psnr(expected.clamp(0, 1), out.clamp(0, 1)) < 90
+    else:
+        torch.testing.assert_close(out.contiguous(), expected, atol=1e-4, rtol=1e-4)
     assert all(p.is_contiguous() for p in model.parameters())
 
 
@@ -68,7 +98,7 @@ def test_bad_spec_is_a_user_error():
     with pytest.raises(UserError, match="same model"):
         run_bench("student:tiny", "student:tiny", lr_size=16, repeats=1, memory=False, cuda=False)
     with pytest.raises(UserError, match="unknown backend 'tensorrt'"):
-        _runner("tensorrt", build("realesrgan-compact").module, torch.rand(1, 3, 16, 16), None)
+        backend("tensorrt")
 
 
 def test_onnxruntime_times_the_student_in_its_shipped_deploy_form(monkeypatch, tmp_path):
@@ -88,7 +118,7 @@ def test_onnxruntime_times_the_student_in_its_shipped_deploy_form(monkeypatch, t
 
     monkeypatch.setattr(onnx_export, "export_onnx", spy)
     with pytest.raises(Exported):
-        _runner("onnxruntime", build("student:tiny").module, torch.rand(1, 3, 32, 32), tmp_path)
+        backend("onnxruntime").prepare(build("student:tiny").module, torch.rand(1, 3, 32, 32), tmp_path)
     (model,) = exported
     assert isinstance(model, StaticStudent)
     assert any(isinstance(m, TwoStepGroupNorm) for m in model.modules())

@@ -65,6 +65,7 @@ def test_a_folder_with_a_corrupt_file_writes_the_rest_and_fails(photos, tmp_path
     (["{cat}", "{cat}", "--teacher", "realesrgan"], "overwrite its input"),
     (["{cat}", "o.png", "--student", "{in}"], "not a student folder"),
     (["{cat}", "o.png", "--teacher", "realesrgan", "--device", "gpu"], "not a torch device"),
+    (["{cat}", "o.png", "--teacher", "realesrgan", "--backend", "torch-bf16"], "how a --student runs"),
 ])
 def test_bad_input_is_one_line_exit_2(photos, tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -103,6 +104,26 @@ def test_a_saved_student_upscales(photos, tmp_path):
                  str(tmp_path / "student"), "--tile", "0", "--color-fix", "none"]) == 0
     raw = read_image(tmp_path / "raw.png")
     assert (raw.mean((1, 2)) - lr.mean((1, 2))).abs().max() > 0.1
+
+
+@pytest.mark.parametrize("name,min_db", [("torch-bf16", 35.0), ("onnxruntime", 60.0)])
+def test_a_student_upscales_on_a_cpu_backend(photos, tmp_path, name, min_db):
+    """`--backend` runs the same student another way: bf16 close to eager, the shipped fp32 ONNX
+    (a static tile, the image padded to whole tiles) equal to it up to float rounding."""
+    from adcsr.core.metrics.fidelity import parity_psnr
+    from adcsr.core.models.student import AdcSRStudent
+
+    torch.manual_seed(0)
+    AdcSRStudent.from_preset("tiny").save_pretrained(tmp_path / "student")
+    common = [str(photos / "cat.png"), "--student", str(tmp_path / "student"), "--tile", "16", "--overlap", "4",
+              "--device", "cpu"]
+    assert main(["upscale", common[0], str(tmp_path / "eager.png"), *common[1:]]) == 0
+    assert main(["upscale", common[0], str(tmp_path / "fast.png"), *common[1:], "--backend", name]) == 0
+    eager, fast = read_image(tmp_path / "eager.png"), read_image(tmp_path / "fast.png")
+    assert fast.shape == eager.shape == (3, 120, 160)
+    assert min_db < parity_psnr(eager, fast)
+    assert main(["upscale", common[0], str(tmp_path / "x.png"), *common[1:3], "--tile", "0",
+                 "--backend", "onnxruntime"]) == 2
 
 
 @pytest.mark.parametrize("out,extra", [("o.jpg", []), ("o.png", ["--color-fix", "wavelet"])])
