@@ -65,7 +65,9 @@ class BenchModel:
 
 
 def build(spec: str) -> BenchModel:
-    """Build the model a spec names (see the module docstring)."""
+    """Build the model a spec names (see the module docstring; also `resshift:tiny|full` at its 15
+    steps and `tadsr:tiny|full` at one, random weights, `full` when no preset is given as for
+    `get_teacher`)."""
     from adcsr.core.models.student import AdcSRStudent
     from adcsr.core.models.teachers import get_teacher
 
@@ -79,8 +81,14 @@ def build(spec: str) -> BenchModel:
         teacher = get_teacher(kind, preset=arg or "tiny")
         label = {"osediff": "OSEDiff", "dfosd": "DFOSD", "tsdsr": "TSD-SR"}[kind]
         return BenchModel(spec, f"{label}-shaped teacher ({arg or 'tiny'})", _TeacherModule(teacher).eval())
+    if kind in ("resshift", "tadsr"):
+        preset = arg or "full"
+        name, steps = {"resshift": ("ResShift", "15 steps"), "tadsr": ("TAD-SR", "1 step")}[kind]
+        teacher = get_teacher(kind, preset=preset)
+        return BenchModel(spec, f"{name} ({steps}, {preset})", _TeacherModule(teacher).eval())
     if arg:
-        raise UserError(f"model spec {spec!r}: only student:…, osediff:…, dfosd:… and tsdsr:… take an argument")
+        raise UserError(f"model spec {spec!r}: only student:…, osediff:…, dfosd:…, tsdsr:…, resshift:… and tadsr:… "
+                        "take an argument")
     teacher = get_teacher(kind)
     return BenchModel(spec, f"{teacher.name} teacher", _TeacherModule(teacher).eval())
 
@@ -215,14 +223,19 @@ def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats:
     # Each backend in its own process (teacher and student interleaved there, so its ratio is from
     # paired runs): one backend's memory (a channels-last copy, inductor's frozen constants and
     # loaded code, ONNX sessions) never stays for the next one.
-    measured = {name: _in_fresh_process(_time_backend, name, specs, lr_size, repeats, warmup, references)
-                for name in backends}
+    measured, failed = {}, {}
+    for name in backends:  # a backend that fails (a compiler missing, out of memory) costs only its own rows
+        try:
+            measured[name] = _in_fresh_process(_time_backend, name, specs, lr_size, repeats, warmup, references)
+        except Exception as e:  # noqa: BLE001 (whatever the child raised is reported, not a traceback)
+            failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    if not measured:
+        raise UserError("every backend failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
     rows: list[dict[str, Any]] = []
     for label, spec in zip(info, specs):
         if memory:
             info[label].update(peak_rss(spec, lr_size))
-        for name in backends:
-            m = measured[name]
+        for name, m in measured.items():
             row = {"model": label, "spec": spec, "backend": name, "form": backend(name).form,
                    "precision": backend(name).precision, **info[label], **summarize(m["times"][label]),
                    "parity_db": m["parity"][label], "peak_gmacs": m["peak_gmacs"]}
@@ -244,7 +257,7 @@ def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats:
     return {
         "lr_size": lr_size, "sr_size": lr_size * 4, "repeats": repeats, "threads": torch.get_num_threads(),
         "teacher": teacher, "student": student, "baselines": labels[2:], "rows": rows, "student_speedup": speedups,
-        "student_speedup_vs": versus, "speedup_over_eager": over_eager,
+        "student_speedup_vs": versus, "speedup_over_eager": over_eager, "failed_backends": failed,
     }
 
 
@@ -278,6 +291,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         )
     forms = sorted({(r["backend"], r.get("form", "")) for r in result["rows"]})
     lines += ["", "Backends: " + "; ".join(f"`{b}` = {f}" for b, f in forms if f) + "."]
+    lines += [f"**`{b}` failed**: {why}" for b, why in result.get("failed_backends", {}).items()]
     return "\n".join(lines) + "\n"
 
 

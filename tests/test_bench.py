@@ -148,3 +148,23 @@ def test_the_other_methods_are_timed_in_the_same_runs(tmp_path, capsys):
     with pytest.raises(UserError, match="the same model is given twice"):
         run_bench("osediff:tiny", "student:tiny", lr_size=16, repeats=1, memory=False, cuda=False,
                   baselines=("osediff:tiny",))
+
+
+def test_a_failing_backend_costs_only_its_own_rows(monkeypatch):
+    """A backend whose process raises (no C++ compiler, out of memory, an exporter error) is
+    reported by name and message; the other backends' rows and ratios stand."""
+    import adcsr.bench as bench
+
+    real = bench._in_fresh_process
+
+    def fake(fn, *args):
+        if fn is bench._time_backend and args[0] == "onnxruntime":
+            raise ValueError("exporter broke\nsecond line")
+        return real(fn, *args)
+
+    monkeypatch.setattr(bench, "_in_fresh_process", fake)
+    result = run_bench("realesrgan-compact", "student:tiny", lr_size=16, repeats=1, warmup=0,
+                       backends=("torch", "onnxruntime"), memory=False, cuda=False)
+    assert {r["backend"] for r in result["rows"]} == {"torch"}
+    assert result["failed_backends"] == {"onnxruntime": "ValueError: exporter broke"}
+    assert "**`onnxruntime` failed**: ValueError: exporter broke" in markdown_table(result)

@@ -435,6 +435,21 @@ def test_released_checkpoints_load(nets, lr, tmp_path):
         get_teacher("resshift", preset="tiny", checkpoint=str(tmp_path / "ckpt.pth"))
 
 
+def test_a_trained_tadsr_folder_is_a_checkpoint_too(nets, lr, tmp_path):
+    """`adcsr train tadsr` saves a `save_pretrained` folder: it runs as the teacher's checkpoint."""
+    unet, vq = nets
+    unet.save_pretrained(tmp_path / "tadsr")
+    torch.save(to_ldm(vq.state_dict(), levels=3), tmp_path / "vq.pth")
+    t = get_teacher("tadsr", preset="tiny", checkpoint=str(tmp_path / "tadsr"), autoencoder=str(tmp_path / "vq.pth"))
+    # equal weights; not bit-equal outputs: the loaded tensors sit unaligned, so other kernels run
+    torch.testing.assert_close(t.upscale(lr), TADSRTeacher(unet, vq, {}).upscale(lr), atol=1e-5, rtol=0)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="cannot load the ResShift UNet folder from"):
+        get_teacher("tadsr", preset="tiny", checkpoint=str(tmp_path / "empty"), autoencoder=str(tmp_path / "vq.pth"))
+    with pytest.raises(UserError, match="seed must be an integer, got 'x'"):
+        get_teacher("resshift", preset="tiny", seed="x")
+
+
 def test_targets_are_the_padded_srs_features(nets):
     from diffusers import AutoencoderKL
 

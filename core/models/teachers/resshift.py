@@ -10,19 +10,22 @@ prediction (t = T−1); decode (quantised), clamp, [0, 1]. The releases apply no
 The noise comes from a CPU generator seeded with `seed` at every `forward_tile` call, so a tile
 always gives the same SR (the releases seed the global RNG once per run).
 
-Weights: `checkpoint` (the released network: `resshift_realsrx4_s15_v1.pth`, `TAD-SR.pth`) and
-`autoencoder` (`autoencoder_vq_f4.pth`), read with `weights_only=True`; without them `preset`
-builds random weights (`tiny` for tests, `full` for benchmarks).
+Weights: `checkpoint` (the released network: `resshift_realsrx4_s15_v1.pth`, `TAD-SR.pth`, or the
+folder `adcsr train tadsr` saves) and `autoencoder` (`autoencoder_vq_f4.pth`), read with
+`weights_only=True`; without them `preset` builds random weights (`tiny` for tests, `full` for
+benchmarks).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from ...errors import UserError
+from ..loading import load_or_user_error
 from ..padding import crop_to, pad_to_multiple
 from ..resshift_schedule import ResShiftSchedule
 from ..resshift_unet import ResShiftUNet, load_release_unet
@@ -60,16 +63,20 @@ class ResShiftTeacher(Teacher):
         if bool(checkpoint) != bool(autoencoder):
             raise UserError(f"{cls.name} needs both checkpoint=<network .pth> and autoencoder=<autoencoder_vq_f4.pth>, "
                             "or neither (random weights)")
+        try:  # an option from the CLI arrives as text
+            seed = int(seed)
+        except (TypeError, ValueError):
+            raise UserError(f"{cls.name}: seed must be an integer, got {seed!r}") from None
         if checkpoint:
-            unet, vqgan = load_release_unet(checkpoint, preset), load_ldm_vqgan(autoencoder, preset)
+            unet, vqgan = load_network(checkpoint, preset), load_ldm_vqgan(autoencoder, preset)
             info: dict[str, Any] = {"preset": preset, "checkpoint": str(checkpoint), "autoencoder": str(autoencoder)}
         else:
-            torch.manual_seed(int(seed))
+            torch.manual_seed(seed)
             unet, vqgan = ResShiftUNet.from_preset(preset), build_vqgan(preset)
             # diffusers starts the codebook in ±1/n: every latent would decode to almost the same image
             torch.nn.init.normal_(vqgan.quantize.embedding.weight)
             info = {"preset": preset, "weights": "random (preset)"}
-        return cls(unet, vqgan, info, int(seed), dtype, device)
+        return cls(unet, vqgan, info, seed, dtype, device)
 
     def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> ResShiftTeacher:
         name = place_networks((self.unet, self.vqgan), device, dtype)
@@ -131,6 +138,14 @@ class ResShiftTeacher(Teacher):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.info}
+
+
+def load_network(checkpoint: str, preset: str) -> ResShiftUNet:
+    """A released `.pth` in `preset`'s architecture, or `adcsr train tadsr`'s output folder (its
+    own config.json gives the architecture)."""
+    if not Path(checkpoint).is_dir():
+        return load_release_unet(checkpoint, preset)
+    return load_or_user_error(ResShiftUNet.from_pretrained, "ResShift UNet folder", checkpoint).eval()
 
 
 class TADSRTeacher(ResShiftTeacher):
