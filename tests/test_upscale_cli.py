@@ -61,6 +61,7 @@ def test_a_folder_with_a_corrupt_file_writes_the_rest_and_fails(photos, tmp_path
     (["{cat}", "o.png", "--teacher", "nope"], "unknown teacher"),
     (["{cat}", "o.png", "--teacher", "osediff"], "sd_folder"),
     (["{cat}", "o.png", "--teacher", "realesrgan", "--teacher-opt", "oops"], "KEY=VALUE"),
+    (["{cat}", "o.png", "--teacher", "realesrgan", "--teacher-opt", "foo=1"], "takes no option 'foo'"),
     (["{cat}", "o.txt", "--teacher", "realesrgan"], "cannot write"),
     (["{cat}", "{cat}", "--teacher", "realesrgan"], "overwrite its input"),
     (["{cat}", "o.png", "--student", "{in}"], "not a student folder"),

@@ -68,7 +68,13 @@ def get_teacher(name: str, **kw: Any) -> Teacher:
     """Build the teacher registered as `name`; keyword arguments go to its loader."""
     if name not in TEACHERS:
         raise UserError(f"unknown teacher {name!r} (known: {', '.join(TEACHERS)})")
-    return TEACHERS[name](**kw)
+    try:
+        return TEACHERS[name](**kw)
+    except TypeError as e:  # a loader's signature is the list of its options
+        if "unexpected keyword argument" not in str(e):
+            raise
+        option = str(e).split("argument")[-1].strip(" '")
+        raise UserError(f"teacher {name!r} takes no option {option!r}") from None
 
 
 __all__ = ["TEACHERS", "Teacher", "get_teacher"]

@@ -1,4 +1,4 @@
-"""The teacher interface every distillation teacher offers, and the registry that names them."""
+"""The teacher interface every distillation teacher offers (the registry that names them is `teachers/__init__.py`)."""
 
 from __future__ import annotations
 
