@@ -7,6 +7,9 @@ says which form it runs and at which precision:
 - `torch-channels-last`: eager fp32 on NHWC tensors (oneDNN's preferred convolution layout);
 - `torch-compile`: inductor with frozen weights (PyTorch's CPU inference setting);
 - `torch-bf16`: eager under CPU bf16 autocast (oneDNN's AVX-512 BF16 convolutions and matmuls);
+- `torch-compile-bf16`: the same autocast region compiled by inductor with frozen weights: the
+  weight casts fold into bf16 constants and the pointwise work around the convolutions (GroupNorm,
+  SiLU, residual adds, the casts themselves) fuses into generated kernels;
 - `onnxruntime`: the fp32 ONNX `adcsr export` ships (a student in its deploy form);
 - `onnxruntime-int8`: that ONNX quantized to int8 QDQ for the CPU (`export.quantize_int8_cpu`),
   calibrated on training-photo tiles.
@@ -57,9 +60,21 @@ def _channels_last(model: nn.Module, example: torch.Tensor, folder: Path) -> Run
 def _compiled(model: nn.Module, example: torch.Tensor, folder: Path) -> Run:
     """Weights folded into the graph as constants, convolutions pre-packed for oneDNN; compiled
     here on `example`, so the compile time is never timed."""
+    return _compile(model, example)
+
+
+def _compiled_bf16(model: nn.Module, example: torch.Tensor, folder: Path) -> Run:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x)
+
+    return _compile(forward, example)
+
+
+def _compile(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor) -> Run:
     import torch._inductor.config as inductor_config
 
-    compiled = torch.compile(model)
+    compiled = torch.compile(fn)
     try:
         with inductor_config.patch(freezing=True), torch.inference_mode():
             compiled(example)
@@ -121,6 +136,7 @@ BACKENDS = {b.name: b for b in (
     Backend("torch-channels-last", "fp32", "PyTorch eager fp32, NHWC", _channels_last),
     Backend("torch-compile", "fp32", "inductor, frozen weights, fp32", _compiled),
     Backend("torch-bf16", "bf16", "PyTorch eager, CPU bf16 autocast", _bf16),
+    Backend("torch-compile-bf16", "bf16", "inductor, frozen weights, CPU bf16 autocast", _compiled_bf16),
     Backend("onnxruntime", "fp32", "the shipped fp32 ONNX (deploy form, static tile)", _onnxruntime),
     Backend("onnxruntime-int8", "int8", "the shipped ONNX as int8 QDQ (calibrated on training tiles)",
             _onnxruntime_int8),
