@@ -2,7 +2,7 @@
 
     python benchmarks/bench_presets.py [--presets tiny sd21] [--repeats 3] [--backends ...] [--out runs/bench]
 
-Every CPU backend (eager, channels-last, inductor with frozen weights, onnxruntime) at both sizes.
+Every CPU backend of `adcsr.backends` (fp32, bf16 and int8 paths) at both sizes.
 Full size on 2 CPU cores takes ≈ 20 minutes with 5 repeats (the OSEDiff-shaped teacher is
 ≈2.2 TMACs per image; inductor compiles each full-size model for 1.5–2.5 minutes); its largest
 process, the onnxruntime one, peaks at ≈ 17.5 GB (the teacher's 3.8 GB of fp32 weights held by

@@ -27,3 +27,15 @@ def test_summarize_reports_median_not_mean():
     s = summarize([0.001, 0.002, 0.100])
     assert abs(s["median_ms"] - 2.0) < 1e-9
     assert s["repeats"] == 3 and s["max_ms"] == 100.0
+
+
+def test_matmul_peak_is_a_rate_for_every_backend_precision():
+    """The roofline's denominator: a positive finite GMAC/s for each precision a backend declares."""
+    import math
+
+    from adcsr.backends import BACKENDS
+    from adcsr.timing import matmul_peak_gmacs
+
+    for precision in {b.precision for b in BACKENDS.values()}:
+        rate = matmul_peak_gmacs(precision, n=256, repeats=2)
+        assert 0 < rate < math.inf
