@@ -29,6 +29,7 @@ from adcsr.core.errors import UserError
 
 Run = Callable[[torch.Tensor], torch.Tensor]
 CALIBRATION_TILES = 8
+MIN_COMPILED_DB = 35.0  # a compiled graph agrees with its own eager run at least this well (bf16 ≈ 40–50 dB)
 
 
 @dataclass(frozen=True)
@@ -72,16 +73,35 @@ def _compiled_bf16(model: nn.Module, example: torch.Tensor, folder: Path) -> Run
 
 
 def _compile(fn: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor) -> Run:
+    """`fn` through inductor, checked against itself in eager on `example`. Freezing miscompiles
+    some graphs (torch 2.13: Real-ESRGAN x4plus's RRDB net comes out at 5 dB); such a graph is
+    compiled again without it, and the fallback is said on stderr. (Freezing must be patched into
+    inductor's config around the first call: `torch.compile(options={"freezing": True})` leaves
+    the weights live. The retry resets dynamo's cache, so a model compiled earlier in the process
+    recompiles, unfrozen, at its next call.)"""
+    import sys
+
     import torch._inductor.config as inductor_config
 
-    compiled = torch.compile(fn)
-    try:
-        with inductor_config.patch(freezing=True), torch.inference_mode():
-            compiled(example)
-    except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError) as e:
-        raise UserError(f"torch-compile backend: inductor could not compile (it needs a C++ compiler): "
-                        f"{str(e).splitlines()[0]}") from None
-    return _eager(compiled)
+    from adcsr.core.metrics.fidelity import parity_psnr
+
+    with torch.inference_mode():
+        expected = fn(example).float().clamp(0, 1)
+    for freezing in (True, False):
+        if not freezing:
+            torch._dynamo.reset()
+        compiled = torch.compile(fn)
+        try:
+            with inductor_config.patch(freezing=freezing), torch.inference_mode():
+                db = parity_psnr(expected, compiled(example).float().clamp(0, 1))
+        except (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError) as e:
+            raise UserError(f"torch-compile backend: inductor could not compile (it needs a C++ compiler): "
+                            f"{str(e).splitlines()[0]}") from None
+        if db >= MIN_COMPILED_DB:
+            return _eager(compiled)
+        print(f"adcsr: inductor's {'frozen-weight ' if freezing else ''}graph differs from eager ({db:.1f} dB)"
+              + ("; compiling without freezing" if freezing else ""), file=sys.stderr)
+    raise UserError(f"torch-compile backend: inductor's output differs from eager ({db:.1f} dB) with and without freezing")
 
 
 def _bf16(model: nn.Module, example: torch.Tensor, folder: Path) -> Run:
