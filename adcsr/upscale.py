@@ -56,9 +56,9 @@ def add_parser(subparsers: Any) -> None:
                    help="colour correction to the LR image (default: the model's own: adain for a student, its artifacts "
                         "and osediff, none for Real-ESRGAN)")
     p.add_argument("--backend", default="torch", metavar="NAME",
-                   help="how a --student runs (adcsr/backends.py): torch (eager, default), torch-bf16 (bf16 autocast), "
-                        "torch-channels-last, torch-compile, onnxruntime (the shipped fp32 ONNX) or onnxruntime-int8 "
-                        "(its int8 QDQ); the onnxruntime ones run a static --tile and build the ONNX first")
+                   help="how a --student runs on the CPU (adcsr/backends.py): torch (eager, default), torch-compile-bf16 "
+                        "(the fastest), torch-bf16, torch-channels-last, torch-compile, onnxruntime (the shipped fp32 "
+                        "ONNX) or onnxruntime-int8; the onnxruntime ones run a static --tile and build the ONNX first")
     p.add_argument("--device", default="auto", help="torch device: auto (CUDA when present, else the CPU), cpu, "
                    "cuda, cuda:1, ... (default: auto)")
     p.add_argument("--force", action="store_true", help="replace existing outputs")
