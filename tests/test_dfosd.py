@@ -79,7 +79,8 @@ def test_checkpoint_round_trip_and_timestep(sd_folder, lr, tmp_path):
     assert meta["rank"] == meta["alpha"] == 16 and meta["timestep"] == 700 and meta["targets"]
     loaded = get_teacher("dfosd", sd_folder=str(sd_folder), checkpoint=str(path), merge=False)
     assert loaded.timestep == 700 and torch.equal(loaded.prompt_embeds, t.prompt_embeds)
-    torch.testing.assert_close(loaded.upscale(lr), t.upscale(lr), atol=0, rtol=0)
+    # float rounding only: weights read from safetensors may sit unaligned and take other SIMD kernels
+    torch.testing.assert_close(loaded.upscale(lr), t.upscale(lr), atol=1e-5, rtol=0)
     merged = get_teacher("dfosd", sd_folder=str(sd_folder), checkpoint=str(path))
     torch.testing.assert_close(merged.upscale(lr), t.upscale(lr), atol=1e-5, rtol=0)
     with pytest.raises(UserError, match="not a DFOSD checkpoint"):

@@ -9,15 +9,18 @@ import yaml
 
 from adcsr.cli import main
 from adcsr.core.config import PLACEHOLDER, load_config
+from adcsr.distill import METHODS
 from adcsr.distill.dfosd import DFOSDConfig
 from adcsr.distill.stage0 import Stage0Config
 from adcsr.distill.tsdsr import TSDSRConfig
 from adcsr.distill.stage1 import Stage1Config
 from adcsr.distill.stage2 import Stage2Config
+from adcsr.distill.tadsr import TADSRConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "distill" / "configs"
-KIND = {"stage0": Stage0Config, "stage1": Stage1Config, "stage2": Stage2Config, "dfosd": DFOSDConfig, "tsdsr": TSDSRConfig}
-COMMAND = {"dfosd": ["train", "dfosd"], "tsdsr": ["train", "tsdsr"]}  # the baselines' own objectives; the stages are `distill STAGE`
+KIND = {"stage0": Stage0Config, "stage1": Stage1Config, "stage2": Stage2Config, "dfosd": DFOSDConfig, "tsdsr": TSDSRConfig,
+        "tadsr": TADSRConfig}
+COMMAND = {m: ["train", m] for m in METHODS}  # the baselines' own objectives; the stages are `distill STAGE`
 
 
 @pytest.mark.parametrize("text, words", [

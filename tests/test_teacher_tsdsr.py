@@ -107,7 +107,8 @@ def test_lora_round_trips_in_the_released_layout(teacher, sd3_folder, lr, tmp_pa
     assert "embedding files" in merged.describe()["prompt"]
     reference = T.TSDSRTeacher.from_preset("tiny", seed=0)
     reference.prompt_embeds, reference.pooled_embeds = unmerged.prompt_embeds, unmerged.pooled_embeds
-    torch.testing.assert_close(unmerged.upscale(lr), reference.upscale(lr), atol=0, rtol=0)
+    # float rounding only: weights read from safetensors may sit unaligned and take other SIMD kernels
+    torch.testing.assert_close(unmerged.upscale(lr), reference.upscale(lr), atol=1e-5, rtol=0)
 
 
 def test_bad_files_are_one_line_errors(sd3_folder, tmp_path):
