@@ -33,9 +33,9 @@ from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .discriminator import NoiseAwareDiscriminator
 from .losses import discriminator_adv, forward_diffusion, generator_adv
-from .run_folder import finish_run, open_run
+from .run_folder import finish_run, fit_run
 from .partly_trained import CheckpointedBackbone
-from .trainer import Phase, Task, Trainer, adamw
+from .trainer import Phase, Task, adamw
 
 
 @dataclass
@@ -198,9 +198,7 @@ def train_dfosd(cfg: DFOSDConfig | str | Path | dict, resume: bool = False) -> P
     if not isinstance(cfg, DFOSDConfig):
         cfg = load_config(DFOSDConfig, cfg)
     _check_source(cfg)  # a bad SD folder fails before the run folder is made
-    run_dir = open_run(cfg, resume)
-    trainer = Trainer(cfg.trainer, run_dir, lambda: DFOSDTask(cfg), name="dfosd")
-    trainer.fit(resume=resume)
+    run_dir, trainer = fit_run(cfg, resume, DFOSDTask, "dfosd")
     task = trainer.task
     gen = trainer.final_modules()["generator"]
     out = finish_run(

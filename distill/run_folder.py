@@ -46,6 +46,15 @@ def open_run(cfg: Any, resume: bool) -> Path:
     return run_dir
 
 
+def fit_run(cfg: Any, resume: bool, make_task: Callable[[Any], Any], name: str) -> tuple[Path, Trainer]:
+    """What every trainer does between checking its config and saving its model: open the run
+    folder, build the task from `cfg` and train it (from the newest good checkpoint on resume)."""
+    run_dir = open_run(cfg, resume)
+    trainer = Trainer(cfg.trainer, run_dir, lambda: make_task(cfg), name=name)
+    trainer.fit(resume=resume)
+    return run_dir, trainer
+
+
 def finish_run(trainer: Trainer, run_dir: Path, out_name: str, save: Callable[[Path], None],
                stage: str, **fields: Any) -> Path:
     """Write the final model folder (through `save(tmp_folder)`) and the manifest, main process only."""

@@ -19,8 +19,8 @@ from adcsr.core.perceptual import perceptual_loss
 
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
-from .run_folder import finish_run, open_run
-from .trainer import Phase, Task, Trainer, adam
+from .run_folder import finish_run, fit_run
+from .trainer import Phase, Task, adam
 
 
 @dataclass
@@ -82,9 +82,7 @@ def train_autoencoder(cfg: Stage0Config | str | Path | dict, resume: bool = Fals
     """Train the small autoencoder; returns its `save_pretrained` folder (`<run_dir>/autoencoder`)."""
     if not isinstance(cfg, Stage0Config):
         cfg = load_config(Stage0Config, cfg)
-    run_dir = open_run(cfg, resume)
-    trainer = Trainer(cfg.trainer, run_dir, lambda: AutoencoderTask(cfg), name="stage0")
-    trainer.fit(resume=resume)
+    run_dir, trainer = fit_run(cfg, resume, AutoencoderTask, "stage0")
     task = trainer.task
     vae = trainer.final_modules()["vae"]
     return finish_run(

@@ -20,8 +20,8 @@ from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .discriminator import PatchDiscriminator
 from .losses import discriminator_adv, generator_adv
-from .run_folder import finish_run, open_run
-from .trainer import Phase, Task, Trainer, adam
+from .run_folder import finish_run, fit_run
+from .trainer import Phase, Task, adam
 
 
 @dataclass
@@ -139,9 +139,7 @@ def pretrain_decoder(cfg: Stage1Config | str | Path | dict, resume: bool = False
     if not isinstance(cfg, Stage1Config):
         cfg = load_config(Stage1Config, cfg)
     load_vae(cfg.vae)  # a bad VAE folder fails before the run folder is made
-    run_dir = open_run(cfg, resume)
-    trainer = Trainer(cfg.trainer, run_dir, lambda: DecoderTask(cfg), name="stage1")
-    trainer.fit(resume=resume)
+    run_dir, trainer = fit_run(cfg, resume, DecoderTask, "stage1")
     dec = trainer.final_modules()["decoder"]
     return finish_run(
         trainer, run_dir, "decoder", lambda d: dec.save_pretrained(d), stage="stage1",

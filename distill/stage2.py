@@ -37,9 +37,9 @@ from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .discriminator import FeatureDiscriminator
 from .losses import discriminator_adv, generator_adv
-from .run_folder import finish_run, open_run
+from .run_folder import finish_run, fit_run
 from .stage1 import encoder_role, load_vae
-from .trainer import Phase, Task, Trainer, adam
+from .trainer import Phase, Task, adam
 
 
 @dataclass
@@ -332,9 +332,7 @@ def distill(cfg: Stage2Config | str | Path | dict, resume: bool = False) -> Path
     if not cfg.decoder:  # bad input fails before the run folder is made
         raise UserError("decoder: give stage 1's decoder folder (`adcsr distill stage1` output)")
     load_vae(cfg.vae)
-    run_dir = open_run(cfg, resume)
-    trainer = Trainer(cfg.trainer, run_dir, lambda: DistillTask(cfg), name="stage2")
-    trainer.fit(resume=resume)
+    run_dir, trainer = fit_run(cfg, resume, DistillTask, "stage2")
     task = trainer.task
     student = trainer.final_modules()["student"]
     return finish_run(

@@ -34,10 +34,10 @@ from adcsr.core.metrics.fidelity import mean_psnr_y
 
 from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
-from .run_folder import finish_run, open_run
+from .run_folder import finish_run, fit_run
 from .tadsr_discriminator import TimeAwareDiscriminator, encoder_features, feature_channels
 from .tadsr_losses import eps_from_x0, hinge_discriminator, hinge_generator, hsd_gradient, hsd_loss, regression_loss
-from .trainer import Phase, Task, Trainer
+from .trainer import Phase, Task
 
 HELDOUT_NOISE_SEED = 4242
 
@@ -205,9 +205,7 @@ def train_tadsr(cfg: TADSRConfig | str | Path | dict, resume: bool = False) -> P
     if not isinstance(cfg, TADSRConfig):
         cfg = load_config(TADSRConfig, cfg)
     _check(cfg)
-    run_dir = open_run(cfg, resume)
-    trainer = Trainer(cfg.trainer, run_dir, lambda: TADSRTask(cfg), name="tadsr")
-    trainer.fit(resume=resume)
+    run_dir, trainer = fit_run(cfg, resume, TADSRTask, "tadsr")
     task = trainer.task
     student = trainer.final_modules()["student"]
     return finish_run(

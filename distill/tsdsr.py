@@ -34,9 +34,9 @@ from .config import DataConfig, TrainerConfig
 from .data import DegradedCrops
 from .losses import cfg as guided
 from .losses import tsd_gradient, tsd_loss
-from .run_folder import finish_run, open_run
+from .run_folder import finish_run, fit_run
 from .partly_trained import CheckpointedBackbone, PartlyTrained
-from .trainer import Phase, Task, Trainer, adamw
+from .trainer import Phase, Task, adamw
 
 REG_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"]  # the script's
 
@@ -259,9 +259,7 @@ def train_tsdsr(cfg: TSDSRConfig | str | Path | dict, resume: bool = False) -> P
     if not isinstance(cfg, TSDSRConfig):
         cfg = load_config(TSDSRConfig, cfg)
     _check_source(cfg)
-    run_dir = open_run(cfg, resume)
-    trainer = Trainer(cfg.trainer, run_dir, lambda: TSDSRTask(cfg), name="tsdsr")
-    trainer.fit(resume=resume)
+    run_dir, trainer = fit_run(cfg, resume, TSDSRTask, "tsdsr")
     task = trainer.task
     student = trainer.final_modules()["student"]
     return finish_run(
