@@ -22,113 +22,75 @@ matmul peak at its precision measured in the same process).
 from __future__ import annotations
 
 import argparse
-import copy
 from functools import partial
 import json
-import multiprocessing as mp
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch import nn
 
 from adcsr.core.atomic import atomic_write_text
 from adcsr.core.errors import UserError
 from adcsr.backends import BACKENDS, backend
 from adcsr.core.metrics.fidelity import parity_psnr
-from adcsr.timing import cuda_interleaved, interleaved, matmul_peak_gmacs, summarize
+from adcsr.core.upscaler import Upscaler, load_upscaler
+from adcsr.bench_variants import cuda_variants, in_fresh_process, vm_hwm
+from adcsr.timing import cpu_description, cuda_interleaved, interleaved, matmul_peak_gmacs, summarize
 
 PARITY_TILES = 2  # held-out LR tiles per model and backend
-
-
-class _TeacherModule(nn.Module):
-    """A teacher's untiled forward pass as a module, so it can be timed, counted and exported."""
-
-    def __init__(self, teacher: Any):
-        super().__init__()
-        self.teacher = teacher
-        self.parts = nn.ModuleList(m for m in vars(teacher).values() if isinstance(m, nn.Module))
-
-    def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.teacher.forward_tile(lr)
 
 
 @dataclass
 class BenchModel:
     spec: str
     label: str
-    module: nn.Module
+    module: Upscaler
+
+
+SD_SHAPED = {"osediff": "OSEDiff", "dfosd": "DFOSD", "tsdsr": "TSD-SR"}  # random weights at an SD size
+SAMPLERS = {"resshift": ("ResShift", "15 steps"), "tadsr": ("TAD-SR", "1 step")}
 
 
 def build(spec: str) -> BenchModel:
     """Build the model a spec names (see the module docstring; also `resshift:tiny|full` at its 15
     steps and `tadsr:tiny|full` at one, random weights, `full` when no preset is given as for
-    `get_teacher`)."""
-    from adcsr.core.models.student import AdcSRStudent
-    from adcsr.core.models.teachers import get_teacher
-
+    `get_teacher`), with its label in the bench's rows."""
     kind, _, arg = spec.partition(":")
-    if kind == "student":
-        if arg in ("tiny", "sd21"):
-            torch.manual_seed(0)
-            return BenchModel(spec, f"AdcSR student ({arg})", AdcSRStudent.from_preset(arg).eval())
-        return BenchModel(spec, "AdcSR student", AdcSRStudent.from_pretrained(arg).eval())
-    if kind in ("osediff", "dfosd", "tsdsr"):
-        teacher = get_teacher(kind, preset=arg or "tiny")
-        label = {"osediff": "OSEDiff", "dfosd": "DFOSD", "tsdsr": "TSD-SR"}[kind]
-        return BenchModel(spec, f"{label}-shaped teacher ({arg or 'tiny'})", _TeacherModule(teacher).eval())
-    if kind in ("resshift", "tadsr"):
-        preset = arg or "full"
-        name, steps = {"resshift": ("ResShift", "15 steps"), "tadsr": ("TAD-SR", "1 step")}[kind]
-        teacher = get_teacher(kind, preset=preset)
-        return BenchModel(spec, f"{name} ({steps}, {preset})", _TeacherModule(teacher).eval())
-    if arg:
+    if kind in SD_SHAPED:
+        arg = arg or "tiny"
+    elif arg and kind != "student" and kind not in SAMPLERS:
         raise UserError(f"model spec {spec!r}: only student:…, osediff:…, dfosd:…, tsdsr:…, resshift:… and tadsr:… "
                         "take an argument")
-    teacher = get_teacher(kind)
-    return BenchModel(spec, f"{teacher.name} teacher", _TeacherModule(teacher).eval())
+    model = load_upscaler(f"{kind}:{arg}" if arg else kind)
+    if kind == "student":
+        label = f"AdcSR student ({arg})" if arg in ("tiny", "sd21") else "AdcSR student"
+    elif kind in SAMPLERS:
+        label = f"{SAMPLERS[kind][0]} ({SAMPLERS[kind][1]}, {arg or 'full'})"
+    elif kind in SD_SHAPED:
+        label = f"{SD_SHAPED[kind]}-shaped teacher ({arg})"
+    else:
+        label = f"{model.name} teacher"
+    return BenchModel(spec, label, model)
 
 
 # the other SD-family methods `--preset` times beside OSEDiff and the student, at the same size
 PRESET_BASELINES = {"tiny": ("dfosd:tiny", "tsdsr:tiny"), "sd21": ("dfosd:sd21", "tsdsr:sd3")}
 
 
-def _vm_hwm() -> int:
-    """This process's peak resident set (VmHWM, bytes). Unlike ru_maxrss it restarts at exec, so a
-    spawned child does not inherit its parent's peak."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
-def _in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
-    """`fn(*args)` in a newly spawned interpreter; its result, or its exception re-raised here. What
-    the call allocated (weights, compiled code, sessions) is gone when it returns."""
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        try:
-            return pool.submit(fn, *args).result()
-        except BrokenProcessPool:
-            raise RuntimeError(f"{fn.__name__}{args} died (out of memory?)") from None
-
-
 def _probe_peak_rss(spec: str, lr_size: int) -> tuple[int, int]:
     """Fresh process: build one model, run it once; (baseline, peak) resident bytes."""
-    base = _vm_hwm()
+    base = vm_hwm()
     model = build(spec).module
     with torch.inference_mode():
         model(torch.rand(1, 3, lr_size, lr_size))
-    return base, _vm_hwm()
+    return base, vm_hwm()
 
 
 def peak_rss(spec: str, lr_size: int) -> dict[str, int]:
     """Peak resident memory of building + running one model, measured in a fresh process."""
-    base, peak = _in_fresh_process(_probe_peak_rss, spec, lr_size)
+    base, peak = in_fresh_process(_probe_peak_rss, spec, lr_size)
     return {"peak_rss_bytes": peak, "model_rss_bytes": peak - base}
 
 
@@ -172,35 +134,10 @@ def _references(models: list[BenchModel], lr_size: int) -> dict[str, torch.Tenso
         return {m.label: torch.cat([m.module(t[None]) for t in held]).float().clamp(0, 1) for m in models}
 
 
-def _cuda_variants(model: nn.Module, lr: torch.Tensor) -> dict[str, Callable[[], Any]]:
-    """fp32 / fp16 / bf16 / channels-last / torch.compile variants on the GPU."""
-    variants: dict[str, Callable[[], Any]] = {}
-    x = lr.cuda()
-    for name, dtype, channels_last, compiled in (
-        ("fp32", torch.float32, False, False),
-        ("fp16", torch.float16, False, False),
-        ("bf16", torch.bfloat16, False, False),
-        ("fp16 channels-last", torch.float16, True, False),
-        ("fp16 torch.compile", torch.float16, False, True),
-    ):
-        m = copy.deepcopy(model).cuda().to(dtype)
-        xi = x.to(dtype)
-        if channels_last:
-            m, xi = m.to(memory_format=torch.channels_last), xi.to(memory_format=torch.channels_last)
-        fn = torch.compile(m) if compiled else m
-
-        def run(fn=fn, xi=xi):
-            with torch.inference_mode():
-                return fn(xi)
-
-        variants[name] = run
-    return variants
-
-
 def _time_cuda(specs: list[str], lr_size: int) -> dict[str, dict[str, list[float]]]:
     """Fresh process: CUDA-event timings of every GPU variant of each model, by label and variant."""
     lr = _bench_input(lr_size)
-    return {m.label: cuda_interleaved(_cuda_variants(m.module, lr)) for m in map(build, specs)}
+    return {m.label: cuda_interleaved(cuda_variants(m.module, lr)) for m in map(build, specs)}
 
 
 def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats: int = 5, warmup: int = 1,
@@ -226,7 +163,7 @@ def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats:
     measured, failed = {}, {}
     for name in backends:  # a backend that fails (a compiler missing, out of memory) costs only its own rows
         try:
-            measured[name] = _in_fresh_process(_time_backend, name, specs, lr_size, repeats, warmup, references)
+            measured[name] = in_fresh_process(_time_backend, name, specs, lr_size, repeats, warmup, references)
         except Exception as e:  # noqa: BLE001 (whatever the child raised is reported, not a traceback)
             failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     if not measured:
@@ -242,7 +179,7 @@ def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats:
             row["achieved_gmacs"] = row["macs"] / (row["median_ms"] / 1e3) / 1e9
             rows.append(row)
     if cuda if cuda is not None else torch.cuda.is_available():
-        cuda_times = _in_fresh_process(_time_cuda, specs, lr_size)
+        cuda_times = in_fresh_process(_time_cuda, specs, lr_size)
         for label, spec in zip(info, specs):
             for variant, t in cuda_times[label].items():
                 rows.append({"model": label, "spec": spec, "backend": f"cuda {variant}",
@@ -256,7 +193,7 @@ def run_bench(teacher_spec: str, student_spec: str, lr_size: int = 128, repeats:
             over_eager[name] = {label: by_backend["torch"][label] / ms for label, ms in by_model.items()}
     return {
         "lr_size": lr_size, "sr_size": lr_size * 4, "repeats": repeats, "threads": torch.get_num_threads(),
-        "teacher": teacher, "student": student, "baselines": labels[2:], "rows": rows, "student_speedup": speedups,
+        "cpu": cpu_description(), "teacher": teacher, "student": student, "baselines": labels[2:], "rows": rows, "student_speedup": speedups,
         "student_speedup_vs": versus, "speedup_over_eager": over_eager, "failed_backends": failed,
     }
 
@@ -265,10 +202,17 @@ def _cell(value: float | None, fmt: str, none: str = "") -> str:
     return none if value is None else format(value, fmt)
 
 
+def _cpu_line(cpu: dict[str, Any] | None) -> str:
+    if not cpu:
+        return "an unrecorded CPU"
+    flags = ", ".join(cpu["flags"]) or "no AVX-512, VNNI or AMX"
+    return f"{cpu['model']} ({cpu['capability']}; {flags})"
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['lr_size']}² → {result['sr_size']}², median of {result['repeats']} interleaved repeats, "
-        f"{result['threads']} CPU threads. Parity: PSNR of {PARITY_TILES} held-out tiles against the same "
+        f"{result['threads']} CPU threads of {_cpu_line(result.get('cpu'))}. Parity: PSNR of {PARITY_TILES} held-out tiles against the same "
         "model in eager fp32. Roofline: achieved GMAC/s over this machine's matmul peak at the backend's precision, "
         "measured in the same process.",
         "",

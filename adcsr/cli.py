@@ -23,9 +23,9 @@ COMMAND_MODULES: list[str] = [
     "adcsr.import_release",
     "adcsr.degrade_and_evaluate",
     "adcsr.bench",
-    "adcsr.compress.cli",
-    "adcsr.distill.cli",
-    "adcsr.export.cli",
+    "adcsr.compress",  # a stage's face gives its subcommand's `add_parser` (from its cli module)
+    "adcsr.distill",
+    "adcsr.export",
     "adcsr.hub_command",
     "adcsr.config_command",
 ]

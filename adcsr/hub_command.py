@@ -32,7 +32,9 @@ CALIBRATION_COUNT = 8  # training-photo tiles for a quantize job (ExportConfig.c
 
 
 @dataclass
-class Source:
+class HubInputs:
+    """What `adcsr hub` sends: an export folder's fp32 and W8A16 ONNX, or a student folder to export first."""
+
     fp32: Path | None
     qdq: Path | None
     student: Path | None  # the PyTorch student, the reference for on-device outputs
@@ -87,7 +89,7 @@ def _onnx_folder(path: Path) -> Path | None:
     return None
 
 
-def resolve_source(path: Path, tile: int | None) -> Source:
+def resolve_source(path: Path, tile: int | None) -> HubInputs:
     """What SOURCE holds: an export's ONNX folder or a student folder."""
     if not path.exists():
         raise UserError(f"{path}: not found")
@@ -96,10 +98,10 @@ def resolve_source(path: Path, tile: int | None) -> Source:
         manifest = json.loads((folder / "manifest.json").read_text())
         files = {a["kind"]: folder / a["file"] for a in manifest.get("artifacts", [])}
         student = (manifest.get("student") or {}).get("path")
-        return Source(fp32=files.get("fp32"), qdq=files.get("w8a16_qdq"), student=Path(student) if student else None,
+        return HubInputs(fp32=files.get("fp32"), qdq=files.get("w8a16_qdq"), student=Path(student) if student else None,
                       tile=int(manifest["lr_tile"]), out=folder)
     if (path / "config.json").is_file():
-        return Source(fp32=None, qdq=None, student=path, tile=tile or 128, out=path.resolve().parent / "hub")
+        return HubInputs(fp32=None, qdq=None, student=path, tile=tile or 128, out=path.resolve().parent / "hub")
     raise UserError(f"{path}: neither an export's onnx/ folder (manifest.json, target onnx) nor a student "
                     "folder (config.json)")
 
@@ -136,7 +138,7 @@ def _features_of(features_onnx: Path, lr: list[np.ndarray]) -> list[np.ndarray]:
     return [session.run(None, {name: x})[0] for x in lr]
 
 
-def build_parts(source: Source, quantize: str, graphs: list[str], work: Path):
+def build_parts(source: HubInputs, quantize: str, graphs: list[str], work: Path):
     """The `Part`s to send, with calibration data for a quantize job."""
     from adcsr.export import lr_tiles, shipped_onnx, split_onnx
     from adcsr.hub import Part
@@ -176,7 +178,7 @@ def build_parts(source: Source, quantize: str, graphs: list[str], work: Path):
     return parts
 
 
-def _heldout(source: Source) -> tuple[np.ndarray, np.ndarray]:
+def _heldout(source: HubInputs) -> tuple[np.ndarray, np.ndarray]:
     """The export's verification tiles and the PyTorch student's SR of them."""
     import torch
 

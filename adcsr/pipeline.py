@@ -1,8 +1,8 @@
 """`adcsr pipeline [CONFIG]`: teacher → compressed student → stage 1 → stage 2 → W8A16 + exports
 → verified artifacts → report, one folder per stage, resumable.
 
-This module only composes the stages' public functions; each stage's own config section is passed
-through to that stage's config class (validated there, and once up front).
+This module only composes the stages' public functions; each stage's section is that stage's own
+config class, validated as the whole config is loaded, before anything runs.
 """
 
 from __future__ import annotations
@@ -11,126 +11,14 @@ import argparse
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any
 
-from adcsr.compress import CompressConfig
-from adcsr.core.config import load_config, path_field, save_config
+from adcsr.core.config import config_to_dict, save_config
 from adcsr.core.errors import UserError
-from adcsr.report import ReportSettings
+from adcsr.pipeline_config import PipelineConfig, load_pipeline_config
 from adcsr.runner import Pipeline, Stage, StageContext, StageFailed
-
-CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "pipeline.yaml"
-
-
-@dataclass
-class ExportSettings:
-    targets: list[str] = field(default_factory=lambda: ["qnn", "executorch", "coreml"])
-    options: dict[str, Any] = field(default_factory=dict)  # adcsr.export.ExportConfig fields
-
-
-@dataclass
-class HubSettings:
-    """`adcsr hub` as a stage after export (off by default; it needs an AI Hub token, checked
-    before anything runs). The fields are `adcsr hub`'s options."""
-
-    enabled: bool = False
-    step: Literal["compile", "profile", "infer", "run"] = "run"
-    device: Optional[str] = "Samsung Galaxy S25 (Family)"
-    chipset: Optional[str] = None  # a chipset attribute instead of a device name
-    runtime: Literal["qnn_context_binary", "precompiled_qnn_onnx", "qnn_dlc", "tflite"] = "qnn_context_binary"
-    quantize: Literal["auto", "hub", "local", "none"] = "auto"
-    quantize_io: bool = False
-    graphs: list[str] = field(default_factory=lambda: ["whole", "features", "decode"])
-
-
-@dataclass
-class PipelineConfig:
-    run_dir: str = "runs/default"
-    seed: int = 0
-    # An SD2.1-base diffusers folder (unet/, vae/): its UNet is compressed and its VAE encoder is the
-    # frozen encoder. Without one, the `preset` UNet (random weights) is compressed and a small
-    # autoencoder is trained first (stage 0) to play the SD VAE's role.
-    sd_folder: Optional[str] = path_field()
-    preset: Literal["tiny", "sd21"] = "tiny"
-    # How training stages (0, 1, 2) are run: in this process when empty, else as a subprocess
-    # `<launch...> adcsr.cli distill stageK CONFIG`, e.g. ["accelerate", "launch", "--num_processes",
-    # "8", "-m"] or ["torchrun", "--nproc_per_node", "8", "-m"] for data-parallel training.
-    launch: list[str] = field(default_factory=list)
-    compress: CompressConfig = field(default_factory=CompressConfig)
-    stage0: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage0.Stage0Config fields
-    stage1: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage1.Stage1Config fields
-    stage2: dict[str, Any] = field(default_factory=dict)  # adcsr.distill.stage2.Stage2Config fields
-    export: ExportSettings = field(default_factory=ExportSettings)
-    report: ReportSettings = field(default_factory=ReportSettings)
-    hub: HubSettings = field(default_factory=HubSettings)
-
-
-def load_pipeline_config(source: str | Path | dict | None = None) -> PipelineConfig:
-    """The embedded default when `source` is None; otherwise a YAML path or dict over the defaults."""
-    from adcsr.core.config import read_yaml
-
-    data = read_yaml(DEFAULT_CONFIG)
-    if source is not None:
-        override = source if isinstance(source, dict) else read_yaml(source)
-        for key, value in override.items():
-            if isinstance(value, dict) and isinstance(data.get(key), dict):
-                data[key] = _merge(data[key], value)
-            else:
-                data[key] = value
-    cfg = load_config(PipelineConfig, data)
-    _validate_sections(cfg)
-    return cfg
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _validate_sections(cfg: PipelineConfig) -> None:
-    """Check every stage's section against its own config class before anything runs."""
-    from adcsr.distill import CONFIGS
-    from adcsr.export import TARGETS, ExportConfig
-
-    for name, cls in CONFIGS.items():
-        section = getattr(cfg, name)
-        try:
-            load_config(cls, section)
-        except UserError as e:
-            raise UserError(f"pipeline config, {name}: {e}") from None
-        for key, by in (("run_dir", "the pipeline"), ("decoder", "the pipeline (stage 1 trains compress's decoder)"),
-                        ("decoder_ratio", "compress.decoder_ratio")):
-            if key in section and (name == "stage1" or key == "run_dir"):
-                raise UserError(f"pipeline config, {name}: {key} is set by {by} (remove it)")
-    try:
-        load_config(ExportConfig, cfg.export.options)
-    except UserError as e:
-        raise UserError(f"pipeline config, export.options: {e}") from None
-    if cfg.hub.enabled:
-        from adcsr.hub import require_credentials
-
-        if "qnn" not in cfg.export.targets and cfg.hub.quantize == "local":
-            raise UserError("pipeline config, hub: quantize 'local' needs the qnn export target (its W8A16 ONNX)")
-        bad_graphs = [g for g in cfg.hub.graphs if g not in ("whole", "features", "decode")]
-        if bad_graphs or not cfg.hub.graphs:
-            raise UserError(f"pipeline config, hub.graphs: unknown graph {bad_graphs[0] if bad_graphs else '(none)'!r}"
-                            " (known: whole, features, decode)")
-        try:
-            require_credentials()
-        except UserError as e:
-            raise UserError(f"pipeline config, hub is enabled but {e}") from None
-    bad = [t for t in cfg.export.targets if t not in TARGETS]
-    if bad or not cfg.export.targets:
-        raise UserError(f"pipeline config, export.targets: unknown target {bad[0] if bad else '(none)'!r} "
-                        f"(known: {', '.join(TARGETS)})")
-
-
-# ---------------------------------------------------------------- stages
 
 
 def _encoder_vae(cfg: PipelineConfig, ctx: StageContext) -> str:
@@ -142,7 +30,7 @@ def _train_dir(ctx: StageContext) -> str:
     return str(ctx.dir / "train")
 
 
-def _train(cfg: PipelineConfig, ctx: StageContext, stage: str, section: dict[str, Any]) -> Path:
+def _train(cfg: PipelineConfig, ctx: StageContext, stage: str, section: Any) -> Path:
     """Run one training stage in this process, or under `cfg.launch` (multi-process)."""
     import subprocess
 
@@ -155,7 +43,7 @@ def _train(cfg: PipelineConfig, ctx: StageContext, stage: str, section: dict[str
     from adcsr.core.atomic import atomic_write_text
 
     config = ctx.dir / f"{stage}.yaml"
-    atomic_write_text(config, yaml.safe_dump(section, sort_keys=False))
+    atomic_write_text(config, yaml.safe_dump(config_to_dict(section), sort_keys=False))
     cmd = [*cfg.launch, "adcsr.cli", "distill", stage, str(config), *(["--resume"] if ctx.resume else [])]
     done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
@@ -165,7 +53,7 @@ def _train(cfg: PipelineConfig, ctx: StageContext, stage: str, section: dict[str
 
 def _stage_autoencoder(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        vae = _train(cfg, ctx, "stage0", {**cfg.stage0, "run_dir": _train_dir(ctx)})
+        vae = _train(cfg, ctx, "stage0", replace(cfg.stage0, run_dir=_train_dir(ctx)))
         return {"vae": vae, "metrics": ctx.dir / "train" / "metrics.json"}
 
     return run
@@ -189,8 +77,9 @@ def _stage_compress(cfg: PipelineConfig):
 
 def _stage_decoder(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        out = _train(cfg, ctx, "stage1", {**cfg.stage1, "vae": _encoder_vae(cfg, ctx), "run_dir": _train_dir(ctx),
-                                          "decoder": str(ctx.input("compress.decoder"))})
+        section = replace(cfg.stage1, vae=_encoder_vae(cfg, ctx), run_dir=_train_dir(ctx),
+                          decoder=str(ctx.input("compress.decoder")))
+        out = _train(cfg, ctx, "stage1", section)
         return {"decoder": out, "metrics": ctx.dir / "train" / "metrics.json"}
 
     return run
@@ -198,8 +87,8 @@ def _stage_decoder(cfg: PipelineConfig):
 
 def _stage_distill(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        section = {**cfg.stage2, "vae": _encoder_vae(cfg, ctx), "decoder": str(ctx.input("stage1.decoder")),
-                   "student": str(ctx.input("compress.student")), "run_dir": _train_dir(ctx)}
+        section = replace(cfg.stage2, vae=_encoder_vae(cfg, ctx), decoder=str(ctx.input("stage1.decoder")),
+                          student=str(ctx.input("compress.student")), run_dir=_train_dir(ctx))
         out = _train(cfg, ctx, "stage2", section)
         return {"student": out, "metrics": ctx.dir / "train" / "metrics.json"}
 
@@ -208,13 +97,13 @@ def _stage_distill(cfg: PipelineConfig):
 
 def _stage_export(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        from adcsr.export import export, load_export_config
+        from adcsr.export import export
 
         out = ctx.dir / "artifacts"
         if not ctx.resume:  # a fresh run rebuilds every artifact; an interrupted one keeps the targets it finished
             shutil.rmtree(out, ignore_errors=True)
         results = export(ctx.input("stage2.student"), out, list(cfg.export.targets),
-                         load_export_config(None, **cfg.export.options), force=not ctx.resume, resume=ctx.resume,
+                         cfg.export.options, force=not ctx.resume, resume=ctx.resume,
                          log=lambda m: print(f"[export] {m}", file=sys.stderr))
         # each target reports the folders it wrote (e.g. qnn: onnx/ and qnn-SM8750/)
         return {key: Path(value) for result in results.values() for key, value in result.items()
@@ -241,10 +130,9 @@ def _stage_hub(cfg: PipelineConfig):
 
 def _stage_report(cfg: PipelineConfig):
     def run(ctx: StageContext) -> dict[str, Path]:
-        from adcsr.distill import Stage2Config
-        from adcsr.evaluation import build_report
+        from adcsr.report_stage import build_report
 
-        stage2 = load_config(Stage2Config, cfg.stage2)
+        stage2 = cfg.stage2
         notes = [] if cfg.sd_folder else [
             "No SD weights were given: the frozen encoder is the run's own small autoencoder (stage 0) "
             f"and the compressed UNet started from the randomly initialised `{cfg.preset}` preset."]
@@ -261,22 +149,22 @@ def build_pipeline(cfg: PipelineConfig) -> Pipeline:
     stages: list[Stage] = []
     sd = (Path(cfg.sd_folder),) if cfg.sd_folder else ()
     if not cfg.sd_folder:
-        stages.append(Stage("autoencoder", _stage_autoencoder(cfg), settings={**common, **cfg.stage0}))
+        stages.append(Stage("autoencoder", _stage_autoencoder(cfg), settings={**common, **config_to_dict(cfg.stage0)}))
     first = () if cfg.sd_folder else ("autoencoder",)
     stages += [
         Stage("compress", _stage_compress(cfg), settings={**common, **vars(cfg.compress)}, needs=first,
               external_inputs=sd),
-        Stage("stage1", _stage_decoder(cfg), settings={**common, **cfg.stage1}, needs=(*first, "compress"),
+        Stage("stage1", _stage_decoder(cfg), settings={**common, **config_to_dict(cfg.stage1)}, needs=(*first, "compress"),
               external_inputs=sd),
-        Stage("stage2", _stage_distill(cfg), settings={**common, **cfg.stage2},
+        Stage("stage2", _stage_distill(cfg), settings={**common, **config_to_dict(cfg.stage2)},
               needs=(*first, "compress", "stage1"), external_inputs=sd),
-        Stage("export", _stage_export(cfg), settings={"targets": cfg.export.targets, **cfg.export.options},
+        Stage("export", _stage_export(cfg), settings={"targets": cfg.export.targets, **config_to_dict(cfg.export.options)},
               needs=("stage2",)),
     ]
     hub = ("hub",) if cfg.hub.enabled else ()
     if cfg.hub.enabled:  # the token is not a setting: it is never part of a fingerprint or manifest
         stages.append(Stage("hub", _stage_hub(cfg), settings=vars(cfg.hub), needs=("export",)))
-    stages.append(Stage("report", _stage_report(cfg), settings={**common, **vars(cfg.report), "stage2": cfg.stage2},
+    stages.append(Stage("report", _stage_report(cfg), settings={**common, **vars(cfg.report), "stage2": config_to_dict(cfg.stage2)},
                         needs=(*first, "compress", "stage1", "stage2", "export", *hub)))
     return Pipeline(cfg.run_dir, stages)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adcsr.core.atomic import atomic_path, atomic_write_text
+from adcsr.core.atomic import atomic_write_text
 
 
 @dataclass
@@ -71,6 +71,11 @@ PHONE_COLUMNS = [
     ("psnr_vs_pytorch_db", "PSNR vs PyTorch"),
     ("emulator_psnr_db", "same, HTP emulator"),
 ]
+
+
+# the sections after the model table that show only when the run has rows for them
+TABLES = [("checks", "Does the student work?", CHECK_COLUMNS), ("artifacts", "Phone artifacts", ARTIFACT_COLUMNS),
+          ("phones", "On real phones (Qualcomm AI Hub)", PHONE_COLUMNS)]
 
 
 def _fmt(key: str, value: Any) -> str:
@@ -154,85 +159,6 @@ def _run_line(run: dict[str, Any]) -> str:
             f"{sum(seconds.values()) / 60:.1f} min before this report ({stages})")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    _pyplot().close(fig)
-
-
-def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], path: Path) -> bool:
-    """Latency vs quality with bubble area ∝ params (the AdcSR paper's Fig. 4 layout).
-
-    Measured models are filled; published figures (different hardware) are hollow and labelled.
-    Returns False when fewer than one model has both a latency and a quality figure.
-    """
-    plt = _pyplot()
-    measured = [m for m in models if m.get("latency_ms") and m.get("psnr") is not None]
-    if not measured:
-        return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    biggest = max(m.get("params") or 1 for m in measured)
-    for m in measured:
-        area = 150 + 2500 * (m.get("params") or 0) / biggest
-        ax.scatter(m["latency_ms"], m["psnr"], s=area, alpha=0.55)
-        ax.annotate(m["name"], (m["latency_ms"], m["psnr"]), fontsize=8, ha="center", va="bottom",
-                    xytext=(0, 9), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.margins(x=0.35, y=0.3)  # room for the bubbles and their labels
-    ax.set_xlabel("latency per 128² → 512² image on this CPU (ms, log scale)")
-    ax.set_ylabel("PSNR on held-out photos (dB)")
-    ax.set_title("Latency vs quality (bubble area ∝ parameters), measured in this run", fontsize=9)
-    ax.grid(alpha=0.3)
-    _save(fig, path)
-    return True
-
-
-def curves_plot(curves: dict[str, dict[str, list[float]]], path: Path) -> bool:
-    """One panel per training stage: its PSNR series (dB, left axis) and its losses (right axis)
-    against the training step, on linear axes."""
-    plt = _pyplot()
-    stages = {k: v for k, v in curves.items() if v.get("step")}
-    if not stages:
-        return False
-    fig, axes = plt.subplots(1, len(stages), figsize=(4.4 * len(stages), 3.4), dpi=110, squeeze=False)
-    for ax, (stage, series) in zip(axes[0], stages.items()):
-        steps = series["step"]
-        named = {k: v for k, v in series.items() if k != "step" and len(v) == len(steps)}
-        db = {k: v for k, v in named.items() if "psnr" in k}
-        other = {k: v for k, v in named.items() if k not in db}
-        for key, values in db.items():
-            ax.plot(steps, values, marker="o", ms=3, label=key)
-        ax.set_title(_STAGE_TITLES.get(stage, stage), fontsize=10)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("PSNR-Y on validation crops (dB)" if db else "")
-        ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        if other:
-            twin = ax.twinx()
-            for key, values in other.items():
-                twin.plot(steps, values, ls="--", color="0.4", label=key)
-            twin.set_ylabel("loss")
-            h2, l2 = twin.get_legend_handles_labels()
-            handles, labels = handles + h2, labels + l2
-        ax.legend(handles, labels, fontsize=7, loc="best")
-    _save(fig, path)
-    return True
-
-
-_STAGE_TITLES = {"autoencoder": "stage 0: stand-in VAE (reconstruction)", "stage1": "stage 1: pruned decoder",
-                 "stage2": "stage 2: distillation"}
-
-
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
 padding:0 1em;color:#1d2330;line-height:1.45}
@@ -254,20 +180,27 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
     """Render `results` into `out_dir/report.md` and `out_dir/report.html` (plus PNG figures).
 
     `results` keys: `title`, `subtitle`, `models` (rows of MODEL_COLUMNS keys), `checks` (rows of
-    CHECK_COLUMNS keys: the student's pass/fail gates), `artifacts`
-    (rows of ARTIFACT_COLUMNS keys), `phones` (rows of PHONE_COLUMNS keys, from AI Hub), `published` (paper figures, shown apart), `crops`
-    (list of {"photo", "panels": [(label, relative png path), ...]}), `curves`
+    CHECK_COLUMNS keys: the student's pass/fail gates), `artifacts` (rows of ARTIFACT_COLUMNS
+    keys), `phones` (rows of PHONE_COLUMNS keys, from AI Hub), `published` (paper figures, shown
+    apart), `crops` (list of {"photo", "panels": [(label, relative png path), ...]}), `curves`
     ({stage: {"step": [...], series: [...]}}), `notes` (list of plain sentences).
     """
+    from adcsr.report_plots import bubble_plot, curves_plot
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    models = results.get("models", [])
-    artifacts = results.get("artifacts", [])
-    phones = results.get("phones", [])
-    published = results.get("published", [])
-    has_bubble = bubble_plot(models, published, out / "bubble.png")
-    has_curves = curves_plot(results.get("curves", {}), out / "curves.png")
+    figures = {"bubble": bubble_plot(results.get("models", []), results.get("published", []), out / "bubble.png"),
+               "curves": curves_plot(results.get("curves", {}), out / "curves.png")}
+    md_path, html_path = out / "report.md", out / "report.html"
+    atomic_write_text(md_path, _markdown(results, figures))
+    atomic_write_text(html_path, _html(results, figures))
+    return md_path, html_path
 
+
+PUBLISHED_COLUMNS = [("name", "system"), ("params", "params"), ("macs", "MACs"), ("source", "source")]
+
+
+def _markdown(results: dict[str, Any], figures: dict[str, bool]) -> str:
     run, run_gates = results.get("run"), results.get("gates", [])
     md = [f"# {results.get('title', 'adcsr-mobile report')}", "", results.get("subtitle", ""), ""]
     if run or run_gates:
@@ -275,32 +208,28 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
         if run:
             md += [_run_line(run) + (f" · config [{run['config']}]({run['config']})" if run.get("config") else ""), ""]
         md += [_markdown_table(run_gates, GATE_COLUMNS), ""]
-    md += ["## Teacher vs student (measured in this run)", "", _markdown_table(models, MODEL_COLUMNS), ""]
-    checks = results.get("checks", [])
-    if checks:
-        md += ["## Does the student work?", "", _markdown_table(checks, CHECK_COLUMNS), ""]
-    if artifacts:
-        md += ["## Phone artifacts", "", _markdown_table(artifacts, ARTIFACT_COLUMNS), ""]
-    if phones:
-        md += ["## On real phones (Qualcomm AI Hub)", "", _markdown_table(phones, PHONE_COLUMNS), ""]
+    md += ["## Teacher vs student (measured in this run)", "", _markdown_table(results.get("models", []), MODEL_COLUMNS), ""]
+    for key, title, columns in TABLES:
+        if results.get(key):
+            md += [f"## {title}", "", _markdown_table(results[key], columns), ""]
     for crop in results.get("crops", []):
         md += [f"### {crop['photo']}", "", " ".join(f"![{label}]({p})" for label, p in crop["panels"]), "",
                " · ".join(label for label, _ in crop["panels"]), ""]
-    if has_bubble:
+    if figures["bubble"]:
         md += ["## Latency vs quality", "", "![bubble plot](bubble.png)", ""]
-    if has_curves:
+    if figures["curves"]:
         md += ["## Training curves", "", "![training curves](curves.png)", ""]
-    if published:
+    if results.get("published"):
         md += ["## Published figures (from the papers, other hardware; not measured here)", "",
-               _markdown_table(published, [("name", "system"), ("params", "params"), ("macs", "MACs"),
-                                           ("source", "source")]), ""]
-    for note in results.get("notes", []):
-        md.append(f"- {note}")
+               _markdown_table(results["published"], PUBLISHED_COLUMNS), ""]
+    md += [f"- {note}" for note in results.get("notes", [])]
     if results.get("definitions"):
         md += ["", "## Terms", ""] + [f"- **{term}**: {meaning}" for term, meaning in results["definitions"]]
-    md_path = out / "report.md"
-    atomic_write_text(md_path, "\n".join(md).rstrip() + "\n")
+    return "\n".join(md).rstrip() + "\n"
 
+
+def _html(results: dict[str, Any], figures: dict[str, bool]) -> str:
+    run, run_gates = results.get("run"), results.get("gates", [])
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(results.get('title', ''))}"
              f"</title><style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(results.get('title', 'adcsr-mobile report'))}</h1>",
@@ -312,36 +241,24 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
                      + (f"<p>{html.escape(_run_line(run))}{config}</p>" if run else "")
                      + _html_table(run_gates, GATE_COLUMNS) + "</div>")
     for crop in results.get("crops", []):
-        cols = len(crop["panels"])
-        figs = "".join(
-            f"<figure><img src='{html.escape(p)}' alt='{html.escape(label)}'>"
-            f"<figcaption>{html.escape(label)}</figcaption></figure>"
-            for label, p in crop["panels"]
-        )
-        parts.append(f"<h3>{html.escape(crop['photo'])}</h3>"
-                     f"<div class='crops' style='grid-template-columns:repeat({cols},1fr)'>{figs}</div>")
-    parts += ["<h2>Teacher vs student</h2>", _html_table(models, MODEL_COLUMNS)]
-    if checks:
-        parts += ["<h2>Does the student work?</h2>", _html_table(checks, CHECK_COLUMNS)]
-    if artifacts:
-        parts += ["<h2>Phone artifacts</h2>", _html_table(artifacts, ARTIFACT_COLUMNS)]
-    if phones:
-        parts += ["<h2>On real phones (Qualcomm AI Hub)</h2>", _html_table(phones, PHONE_COLUMNS)]
-    if has_bubble:
-        parts += ["<h2>Latency vs quality</h2>", "<img src='bubble.png' alt='bubble plot' style='max-width:100%'>"]
-    if has_curves:
-        parts += ["<h2>Training curves</h2>", "<img src='curves.png' alt='training curves' style='max-width:100%'>"]
-    if published:
+        figs = "".join(f"<figure><img src='{html.escape(p)}' alt='{html.escape(label)}'>"
+                       f"<figcaption>{html.escape(label)}</figcaption></figure>" for label, p in crop["panels"])
+        parts.append(f"<h3>{html.escape(crop['photo'])}</h3><div class='crops' "
+                     f"style='grid-template-columns:repeat({len(crop['panels'])},1fr)'>{figs}</div>")
+    parts += ["<h2>Teacher vs student</h2>", _html_table(results.get("models", []), MODEL_COLUMNS)]
+    for key, title, columns in TABLES:
+        if results.get(key):
+            parts += [f"<h2>{html.escape(title)}</h2>", _html_table(results[key], columns)]
+    for name, title in (("bubble", "Latency vs quality"), ("curves", "Training curves")):
+        if figures[name]:
+            parts += [f"<h2>{title}</h2>", f"<img src='{name}.png' alt='{title.lower()}' style='max-width:100%'>"]
+    if results.get("published"):
         parts += ["<h2>Published figures</h2><p class='note'>Quoted from the papers (other hardware); "
-                  "not measured in this run.</p>",
-                  _html_table(published, [("name", "system"), ("params", "params"), ("macs", "MACs"),
-                                          ("source", "source")])]
+                  "not measured in this run.</p>", _html_table(results["published"], PUBLISHED_COLUMNS)]
     if results.get("notes"):
         parts.append("<ul>" + "".join(f"<li>{_html_text(n)}</li>" for n in results["notes"]) + "</ul>")
     if results.get("definitions"):
         parts.append("<h2>Terms</h2><dl>" + "".join(f"<dt>{html.escape(t)}</dt><dd>{_html_text(d)}</dd>"
                                                    for t, d in results["definitions"]) + "</dl>")
     parts.append("</body></html>")
-    html_path = out / "report.html"
-    atomic_write_text(html_path, "\n".join(parts))
-    return md_path, html_path
+    return "\n".join(parts)

@@ -85,3 +85,29 @@ def matmul_peak_gmacs(precision: str, n: int = 2048, repeats: int = 10) -> float
         mm()
         times.append(time.perf_counter() - start)
     return n**3 / min(times) / 1e9
+
+
+# the x86 features a low-precision CPU path depends on (oneDNN/onnxruntime pick kernels by them)
+LOW_PRECISION_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> dict[str, object]:
+    """What a CPU timing depends on: the model name, the SIMD level PyTorch dispatches to, and which
+    bf16/int8 instructions exist (without AVX-512 BF16 or AMX, bf16 convolutions leave oneDNN for
+    PyTorch's im2col path and run slower than fp32)."""
+    import torch
+
+    info: dict[str, object] = {"capability": torch.backends.cpu.get_cpu_capability(), "model": "?", "flags": []}
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and info["model"] == "?":
+            info["model"] = value.strip()
+        elif key.strip() == "flags":
+            have = set(value.split())
+            info["flags"] = [f for f in LOW_PRECISION_FLAGS if f in have]
+            break
+    return info

@@ -12,28 +12,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from adcsr.core.errors import UserError
+from adcsr.core.upscaler import COLOR_FIXES, Runner, Upscaler, load_upscaler
 
-COLOR_FIXES = ("none", "adain", "wavelet")
 STREAM_PIXELS = 2048 * 2048  # LR pixels above which the in-memory path is refused
-
-
-@dataclass
-class Source:
-    """A model as the tiler sees it: `forward` maps a batch of LR tiles to ×4 tiles."""
-
-    forward: Callable[[torch.Tensor], torch.Tensor]
-    tile: int
-    overlap: int
-    multiple: int
-    described: dict[str, Any]
-    default_fix: str = "none"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -132,12 +119,12 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def load_model(args: argparse.Namespace) -> Source:
-    """The model named by --teacher, --student or --artifact, with its tiling."""
+def load_model(args: argparse.Namespace) -> tuple[Upscaler, int, int]:
+    """The model named by --teacher, --student or --artifact, with its LR tile and overlap."""
     if args.backend != "torch" and not args.student:
         raise UserError("--backend chooses how a --student runs; teachers and artifacts have their own runtime")
     if args.artifact:
-        return _artifact_source(args)
+        return _artifact(args)
     tile = 128 if args.tile is None else args.tile
     overlap = 32 if args.overlap is None else args.overlap
     if tile < 0 or overlap < 0 or (tile and overlap * 2 >= tile):
@@ -145,30 +132,17 @@ def load_model(args: argparse.Namespace) -> Source:
     tile = tile or 1 << 30
     device = resolve_device(args.device)
     if args.teacher:
-        from adcsr.core.models.teachers import get_teacher
-
-        opts = _teacher_options(args.teacher_opt)
-        opts.setdefault("device", device)
-        teacher = get_teacher(args.teacher, **opts)
-        return Source(teacher.forward_tile, tile, overlap, teacher.size_multiple, teacher.describe(),
-                      getattr(teacher, "default_color_fix", "none"))
-    if not (args.student / "config.json").is_file():
-        raise UserError(f"{args.student} is not a student folder (no config.json)")
-    from adcsr.core.models.student import AdcSRStudent
-
-    student = AdcSRStudent.from_pretrained(args.student).to(device).eval()
-    described = {"name": "student", "folder": str(args.student), "backend": args.backend}
+        return load_upscaler(args.teacher, device, **_teacher_options(args.teacher_opt)), tile, overlap
+    student = load_upscaler(f"student:{args.student}", device)
     if args.backend != "torch":
-        return _backend_source(args, student, tile, overlap, described)
+        return _on_backend(args, student, tile), tile, overlap
+    if device == "cpu":
+        return student, tile, overlap
+    # the tiler hands over CPU tiles and takes CPU tiles back
+    return Runner(lambda x: student(x.to(device)).cpu(), student), tile, overlap
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return student(x.to(device)).clamp(0, 1).cpu()
 
-    return Source(forward, tile, overlap, student.size_multiple, described, student.default_color_fix)
-
-
-def _backend_source(args: argparse.Namespace, student: torch.nn.Module, tile: int, overlap: int,
-                    described: dict[str, Any]) -> Source:
+def _on_backend(args: argparse.Namespace, student: Upscaler, tile: int) -> Upscaler:
     """The student on a CPU backend other than eager; a static-shape one (onnxruntime) gets whole
     tiles of `tile`, the image padded to them as for an artifact."""
     import tempfile
@@ -186,43 +160,41 @@ def _backend_source(args: argparse.Namespace, student: torch.nn.Module, tile: in
     side = tile if static else min(tile, 128)  # inductor compiles for this shape (and recompiles for others)
     example = torch.zeros(1, 3, side, side)
     with tempfile.TemporaryDirectory() as tmp:  # the ONNX files: the session holds what it needs
-        run = chosen.prepare(student.cpu(), example, Path(tmp))
-    described["form"] = chosen.form
-    return Source(lambda x: run(x).clamp(0, 1), tile, overlap, tile if static else student.size_multiple, described,
-                  student.default_color_fix)
+        run = chosen.prepare(student, example, Path(tmp))
+    return Runner(run, student, static_tile=tile if static else None, backend=chosen.name, form=chosen.form)
 
 
-def _artifact_source(args: argparse.Namespace) -> Source:
+def _artifact(args: argparse.Namespace) -> tuple[Upscaler, int, int]:
     """An exported artifact runs its static LR tile; the image is padded to whole tiles."""
-    from adcsr.core.models.student import AdcSRStudent
     from adcsr.export import load_artifact
 
     artifact = load_artifact(args.artifact)
-    if args.tile not in (None, artifact.tile):
-        raise UserError(f"{args.artifact} has a fixed LR tile of {artifact.tile}; drop --tile or pass --tile {artifact.tile}")
-    overlap = min(32, artifact.tile // 4) if args.overlap is None else args.overlap
-    if not 0 <= overlap * 2 < artifact.tile:
-        raise UserError(f"--overlap must be less than half of the artifact's tile ({artifact.tile})")
-    described = {"name": "artifact", "kind": artifact.kind, "path": str(artifact.path), "tile": artifact.tile}
-    return Source(artifact, artifact.tile, overlap, artifact.tile, described, AdcSRStudent.default_color_fix)
+    if args.tile not in (None, artifact.static_tile):
+        raise UserError(f"{args.artifact} has a fixed LR tile of {artifact.static_tile}; drop --tile or pass "
+                        f"--tile {artifact.static_tile}")
+    overlap = min(32, artifact.static_tile // 4) if args.overlap is None else args.overlap
+    if not 0 <= overlap * 2 < artifact.static_tile:
+        raise UserError(f"--overlap must be less than half of the artifact's tile ({artifact.static_tile})")
+    return artifact, artifact.static_tile, overlap
 
 
-def upscale_image(source: Source, lr: torch.Tensor, dst: Path, fix: str, progress: bool) -> None:
+def upscale_image(model: Upscaler, lr: torch.Tensor, dst: Path, tile: int, overlap: int, fix: str,
+                  progress: bool) -> None:
     """Upscale one 3×H×W image into `dst`: streamed into a PNG, in memory for other formats."""
     from adcsr.core.imaging import write_image, write_png_bands
-    from adcsr.core.tiling import tiled_upscale, upscale_bands
+    from adcsr.core.tiling import upscale_bands
 
     color_fix = None if fix == "none" else fix
-    kw = dict(scale=4, tile=source.tile, overlap=source.overlap, multiple=source.multiple,
-              color_fix=color_fix, progress=progress)
-    streamable = dst.suffix.lower() == ".png" and fix != "wavelet"
-    if streamable:
-        write_png_bands(upscale_bands(source.forward, lr, **kw), dst, lr.shape[-2] * 4, lr.shape[-1] * 4)
+    if dst.suffix.lower() == ".png" and fix != "wavelet":
+        tile, overlap, multiple = model.tile_plan(tile, overlap)
+        bands = upscale_bands(model, lr, scale=model.scale, tile=tile, overlap=overlap, multiple=multiple,
+                              color_fix=color_fix, progress=progress)
+        write_png_bands(bands, dst, lr.shape[-2] * 4, lr.shape[-1] * 4)
         return
     if lr.shape[-2] * lr.shape[-1] > STREAM_PIXELS:
         raise UserError(f"{lr.shape[-1]}×{lr.shape[-2]} is too large to upscale in memory: "
                         "write a .png without --color-fix wavelet to stream it")
-    write_image(tiled_upscale(source.forward, lr[None], **kw)[0], dst, force=True)
+    write_image(model.upscale(lr[None], tile, overlap, color_fix, progress)[0], dst, force=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -241,8 +213,8 @@ def run(args: argparse.Namespace) -> int:
         kept = {d for d in dests if d.is_file()}
         print(f"adcsr upscale: resuming: {len(kept)} finished output(s) kept"
               + (f", {removed} temporary file(s) of an interrupted run removed" if removed else ""), file=sys.stderr)
-    source = load_model(args)
-    described, fix = source.described, args.color_fix or source.default_fix
+    model, tile, overlap = load_model(args)
+    described, fix = model.describe(), args.color_fix or model.default_color_fix
     if "prompt" in described:
         print(f"adcsr upscale: {described['name']} prompt: {described['prompt']}", file=sys.stderr)
     failed: list[Path] = []
@@ -250,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
         if dst in kept:
             continue
         try:
-            upscale_image(source, read_image(src), dst, fix, len(files) == 1)
+            upscale_image(model, read_image(src), dst, tile, overlap, fix, len(files) == 1)
         except UserError as e:
             if len(files) == 1:
                 raise
@@ -260,9 +232,9 @@ def run(args: argparse.Namespace) -> int:
         from adcsr.core.manifest import write_manifest
 
         written = [str(d) for d, (s, _) in zip(dests, files) if s not in failed]
-        tile = 0 if source.tile >= 1 << 30 else source.tile  # 0: the whole image
         write_manifest(Path(args.output) / "manifest.json", command="upscale", model=described, color_fix=fix,
-                       tile=tile, overlap=source.overlap, written=written, failed=[str(f) for f in failed])
+                       tile=0 if tile >= 1 << 30 else tile,  # 0: the whole image
+                       overlap=overlap, written=written, failed=[str(f) for f in failed])
     done = len(files) - len(failed)
     print(f"adcsr upscale: wrote {done} image{'s' if done != 1 else ''} to {args.output} "
           f"({Path(args.output) / 'manifest.json'} lists them)" if folder else f"adcsr upscale: wrote {dests[0]}")

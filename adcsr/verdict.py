@@ -1,6 +1,6 @@
 """The report's opening box: what was run (config, date, version, time) and whether each gate
 passed — every export's parity against the mark it was checked under, the QNN context binary's
-HTP coverage and size, and the working-student checks (`evaluation.student_checks`)."""
+HTP coverage and size, and the working-student checks (`report_stage.student_checks`)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def run_facts(run_dir: Path, report_dir: Path) -> dict[str, Any]:
 
 def gates(artifacts: list[dict[str, Any]], checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """[{gate, measured, target, passed}] for the verdict box."""
-    from adcsr.export.thresholds import CONTEXT_BUDGET_BYTES
+    from adcsr.export import CONTEXT_BUDGET_BYTES
 
     out = []
     measured = [a for a in artifacts if a.get("parity_psnr_db") is not None and a.get("min_psnr_db") is not None]

@@ -39,6 +39,8 @@ VARIANTS = {  # name: (dtype, channels_last, compiled)
 
 def _variant(model: torch.nn.Module, lr: torch.Tensor, name: str, device: str):
     dtype, channels_last, compiled = VARIANTS[name]
+    if device == "cpu":  # the dry run checks the plumbing: teachers run fp16/bf16 on CUDA only
+        dtype = torch.float32
     m = copy.deepcopy(model).to(device, dtype)
     x = lr.to(device, dtype)
     if channels_last:

@@ -7,14 +7,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from adcsr.core.errors import UserError
+from adcsr.core.models.release_ratios import DECODER_RATIO, UNET_RATIO
 
 CRITERIA = ("release", "first", "magnitude", "taylor")  # see prune.py
 
 
 @dataclass
 class CompressConfig:
-    unet_ratio: float = 0.25  # fraction of UNet channels removed (the release: 25%)
-    decoder_ratio: float = 0.5  # fraction of VAE-decoder channels removed (the release: 50%)
+    unet_ratio: float = UNET_RATIO  # fraction of UNet channels removed (the release: 25%)
+    decoder_ratio: float = DECODER_RATIO  # fraction of VAE-decoder channels removed (the release: 50%)
     criterion: Literal["release", "first", "magnitude", "taylor"] = "release"
     calibration: int = 4  # photo crops for the taylor criterion
     lr_size: int = 128  # LR side the compression report counts MACs at

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .errors import UserError
 
-_EPS = 1e-5
+ADAIN_EPS = 1e-5  # keeps a flat channel's std off zero (the tiler's streamed AdaIN uses the same)
 
 
 def _as_batch(x: torch.Tensor, what: str) -> torch.Tensor:
@@ -32,7 +32,7 @@ def adain_color_fix(sr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
     s, l = _as_batch(sr, "sr"), _as_batch(lr, "lr")
     s_mean, s_std = s.mean((2, 3), keepdim=True), s.std((2, 3), keepdim=True)
     l_mean, l_std = l.mean((2, 3), keepdim=True), l.std((2, 3), keepdim=True)
-    out = (s - s_mean) / (s_std + _EPS) * l_std + l_mean
+    out = (s - s_mean) / (s_std + ADAIN_EPS) * l_std + l_mean
     return out.reshape(sr.shape)
 
 

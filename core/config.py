@@ -136,7 +136,10 @@ def _build(cls: type[T], data: Any, where: str) -> T:
         if f.metadata.get("path") and value is not None and not Path(value).exists():
             raise UserError(f"{key}: file not found: {value}")
         kwargs[name] = value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except UserError as e:  # a section's own checks (`__post_init__`) name the section
+        raise UserError(f"{where}: {e}" if where else str(e)) from None
 
 
 def load_config(cls: type[T], source: str | os.PathLike | dict | None = None, **overrides: Any) -> T:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import tempfile
-from typing import Callable, Iterator, Literal
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Literal
 
 import numpy as np
 
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .colorfix import _EPS as ADAIN_EPS
+from .colorfix import ADAIN_EPS
 from .colorfix import adain_color_fix, get_color_fix
 from .errors import UserError
 
@@ -65,11 +66,41 @@ def axis_window(starts: list[int], index: int, tile: int, scale: int, kind: str)
     return w
 
 
-def _grid(size: int, tile: int, overlap: int, multiple: int) -> tuple[int, int, list[int]]:
-    """(padded size, tile length, tile starts) along one axis."""
-    padded = math.ceil(size / multiple) * multiple
-    length = min(tile, padded)
-    return padded, length, tile_starts(padded, length, overlap)
+@dataclass(frozen=True)
+class TileSpec:
+    """How an image is cut and blended: ×`scale`; tiles of `tile` LR pixels (a multiple of the
+    model's size `multiple`) overlapping by `overlap`; the `blend` ramp; `batch_size` tiles per call."""
+
+    scale: int = 4
+    tile: int = 128
+    overlap: int = 32
+    multiple: int = 1
+    blend: Literal["cosine", "linear"] = "cosine"
+    batch_size: int = 4
+
+    def check(self) -> None:
+        if min(self.scale, self.tile, self.multiple, self.batch_size) < 1:
+            raise UserError("scale, tile, multiple and batch size must be positive")
+        if self.tile % self.multiple:
+            raise UserError(f"tile size {self.tile} must be a multiple of the model's size multiple {self.multiple}")
+        if not 0 <= self.overlap < self.tile:
+            raise UserError(f"tile overlap must be in [0, {self.tile}), got {self.overlap}")
+        if self.blend not in ("cosine", "linear"):
+            raise UserError(f"blend must be 'cosine' or 'linear', got {self.blend!r}")
+
+    def grid(self, size: int) -> tuple[int, int, list[int]]:
+        """(padded size, tile length, tile starts) along one axis."""
+        padded = math.ceil(size / self.multiple) * self.multiple
+        length = min(self.tile, padded)
+        return padded, length, tile_starts(padded, length, self.overlap)
+
+    def count(self, height: int, width: int) -> int:
+        """How many tiles an image of `height`×`width` LR pixels is cut into."""
+        return len(self.grid(height)[2]) * len(self.grid(width)[2])
+
+    def windows(self, starts: list[int], length: int) -> list[torch.Tensor]:
+        """The blending weights along one axis of every tile starting at `starts`."""
+        return [axis_window(starts, i, length, self.scale, self.blend) for i in range(len(starts))]
 
 
 def _pad_to(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -85,34 +116,38 @@ def _batches(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
-def _check(lr: torch.Tensor, scale: int, tile: int, overlap: int, multiple: int, batch_size: int) -> None:
+def _check_batch(lr: torch.Tensor) -> None:
     if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
         shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
         raise UserError(f"tiled upscaling takes an N×3×H×W RGB batch, got {shape}")
-    if min(scale, tile, multiple, batch_size) < 1:
-        raise UserError("scale, tile, multiple and batch size must be positive")
-    if tile % multiple:
-        raise UserError(f"tile size {tile} must be a multiple of the model's size multiple {multiple}")
-    if not 0 <= overlap < tile:
-        raise UserError(f"tile overlap must be in [0, {tile}), got {overlap}")
 
 
-def _upscale_one(model: Model, lr: torch.Tensor, scale: int, tile: int, overlap: int, multiple: int,
-                 blend: str, batch_size: int, bar: tqdm) -> torch.Tensor:
+def _run_model(model: Model, tiles: torch.Tensor, count: int, th: int, tw: int, spec: TileSpec,
+               device: torch.device) -> torch.Tensor:
+    """`model` on a batch of `count` th×tw tiles, its output checked and as float32 on `device`."""
+    sr = model(tiles)
+    if not isinstance(sr, torch.Tensor) or tuple(sr.shape) != (count, 3, th * spec.scale, tw * spec.scale):
+        got = tuple(sr.shape) if isinstance(sr, torch.Tensor) else type(sr).__name__
+        raise UserError(f"the model returned {got} for {count} tiles of {th}×{tw}; expected ×{spec.scale} RGB")
+    return sr.to(device, torch.float32)
+
+
+def _accumulators(rows: int, cols: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed (3, rows, cols) weighted-sum and (1, rows, cols) weight buffers."""
+    return (torch.zeros(3, rows, cols, dtype=torch.float32, device=device),
+            torch.zeros(1, rows, cols, dtype=torch.float32, device=device))
+
+
+def _upscale_one(model: Model, lr: torch.Tensor, spec: TileSpec, bar: tqdm) -> torch.Tensor:
     h, w = lr.shape[-2:]
-    (hp, th, ys), (wp, tw, xs) = _grid(h, tile, overlap, multiple), _grid(w, tile, overlap, multiple)
+    scale = spec.scale
+    (hp, th, ys), (wp, tw, xs) = spec.grid(h), spec.grid(w)
     padded = _pad_to(lr[None], hp, wp)
-    wy = [axis_window(ys, i, th, scale, blend) for i in range(len(ys))]
-    wx = [axis_window(xs, j, tw, scale, blend) for j in range(len(xs))]
-    out = torch.zeros(3, hp * scale, wp * scale, dtype=torch.float32, device=lr.device)
-    weight = torch.zeros(1, hp * scale, wp * scale, dtype=torch.float32, device=lr.device)
-    for batch in _batches([(i, j) for i in range(len(ys)) for j in range(len(xs))], batch_size):
+    wy, wx = spec.windows(ys, th), spec.windows(xs, tw)
+    out, weight = _accumulators(hp * scale, wp * scale, lr.device)
+    for batch in _batches([(i, j) for i in range(len(ys)) for j in range(len(xs))], spec.batch_size):
         tiles = torch.cat([padded[..., ys[i]:ys[i] + th, xs[j]:xs[j] + tw] for i, j in batch])
-        sr = model(tiles)
-        if not isinstance(sr, torch.Tensor) or tuple(sr.shape) != (len(batch), 3, th * scale, tw * scale):
-            got = tuple(sr.shape) if isinstance(sr, torch.Tensor) else type(sr).__name__
-            raise UserError(f"the model returned {got} for {len(batch)} tiles of {th}×{tw}; expected ×{scale} RGB")
-        sr = sr.to(out.device, torch.float32)
+        sr = _run_model(model, tiles, len(batch), th, tw, spec, out.device)
         for k, (i, j) in enumerate(batch):
             win = (wy[i][:, None] * wx[j][None, :]).to(out.device)
             y0, x0 = ys[i] * scale, xs[j] * scale
@@ -124,34 +159,25 @@ def _upscale_one(model: Model, lr: torch.Tensor, scale: int, tile: int, overlap:
 
 
 @torch.no_grad()
-def tiled_upscale(
-    model: Model,
-    lr: torch.Tensor,
-    scale: int = 4,
-    tile: int = 128,
-    overlap: int = 32,
-    multiple: int = 1,
-    color_fix: str | Callable | None = None,
-    progress: bool = False,
-    blend: Literal["cosine", "linear"] = "cosine",
-    batch_size: int = 4,
-) -> torch.Tensor:
+def tiled_upscale(model: Model, lr: torch.Tensor, *, color_fix: str | Callable | None = None, progress: bool = False,
+                  **tiling: Any) -> torch.Tensor:
     """Upscale N×3×H×W `lr` with `model` (NCHW batch -> ×scale NCHW batch) tile by tile.
 
-    `tile` and `overlap` are in LR pixels; `tile` must be a multiple of `multiple` (the model's
-    stride). `color_fix` is None, "adain", "wavelet" or a callable `(sr, lr) -> sr`. Returns
-    N×3×(H·scale)×(W·scale) float32 in [0, 1].
+    `tiling` holds `TileSpec`'s keywords (defaults: scale=4, tile=128, overlap=32, multiple=1,
+    blend="cosine", batch_size=4): `tile` and `overlap` are in LR pixels; `tile` must be a
+    multiple of `multiple` (the model's stride). `color_fix` is None, "adain", "wavelet" or a
+    callable `(sr, lr) -> sr`. Returns N×3×(H·scale)×(W·scale) float32 in [0, 1].
     """
-    _check(lr, scale, tile, overlap, multiple, batch_size)
-    _check_blend(blend)
+    spec = TileSpec(**tiling)
+    _check_batch(lr)
+    spec.check()
     fix = get_color_fix(color_fix)
     lr = lr.float()
     n, _, h, w = lr.shape
-    result = torch.empty(n, 3, h * scale, w * scale, dtype=torch.float32, device=lr.device)
-    total = lr.shape[0] * math.prod(len(_grid(s, tile, overlap, multiple)[2]) for s in lr.shape[-2:])
-    with tqdm(total=total, desc="tiles", unit="tile", disable=not progress) as bar:
+    result = torch.empty(n, 3, h * spec.scale, w * spec.scale, dtype=torch.float32, device=lr.device)
+    with tqdm(total=n * spec.count(h, w), desc="tiles", unit="tile", disable=not progress) as bar:
         for i, img in enumerate(lr):
-            sr = _upscale_one(model, img, scale, tile, overlap, multiple, blend, batch_size, bar)[None]
+            sr = _upscale_one(model, img, spec, bar)[None]
             if fix is not None:
                 sr = fix(sr, img[None])
             result[i] = sr[0].clamp_(0.0, 1.0)
@@ -159,36 +185,32 @@ def tiled_upscale(
     return result
 
 
-def _check_blend(blend: str) -> None:
-    if blend not in ("cosine", "linear"):
-        raise UserError(f"blend must be 'cosine' or 'linear', got {blend!r}")
+def _strip(lr: torch.Tensor, y: int, th: int, hp: int, wp: int) -> torch.Tensor:
+    """Rows y … y+th of the padded image, padded exactly as the whole image is (a slab from one
+    tile higher holds every row the bottom reflection copies)."""
+    h = lr.shape[-2]
+    top = max(0, y - th) if y + th > h else y
+    slab = lr[None, :, top:min(h, y + th)]
+    return _pad_to(slab, min(hp, y + th) - top, wp)[..., y - top:y - top + th, :]
 
 
-def _raw_bands(model: Model, lr: torch.Tensor, scale: int, tile: int, overlap: int, multiple: int,
-               blend: str, batch_size: int, bar: tqdm) -> Iterator[torch.Tensor]:
+def _raw_bands(model: Model, lr: torch.Tensor, spec: TileSpec, bar: tqdm) -> Iterator[torch.Tensor]:
     """Blended, uncorrected bands (3, rows, W·scale) of one 3×H×W image, top to bottom."""
     h, w = lr.shape[-2:]
-    (hp, th, ys), (wp, tw, xs) = _grid(h, tile, overlap, multiple), _grid(w, tile, overlap, multiple)
-    wx = [axis_window(xs, j, tw, scale, blend) for j in range(len(xs))]
+    scale = spec.scale
+    (hp, th, ys), (wp, tw, xs) = spec.grid(h), spec.grid(w)
+    wx = spec.windows(xs, tw)
     carry: tuple[torch.Tensor, torch.Tensor] | None = None
     for i, y in enumerate(ys):
-        # the rows of the padded image this strip needs, padded exactly as the whole image is
-        # (a slab from one tile higher holds every row the bottom reflection copies)
-        top = max(0, y - th) if y + th > h else y
-        slab = lr[None, :, top:min(h, y + th)]
-        strip = _pad_to(slab, min(hp, y + th) - top, wp)[..., y - top:y - top + th, :]
-        wy = axis_window(ys, i, th, scale, blend)
-        out = torch.zeros(3, th * scale, wp * scale, dtype=torch.float32, device=lr.device)
-        weight = torch.zeros(1, th * scale, wp * scale, dtype=torch.float32, device=lr.device)
+        strip = _strip(lr, y, th, hp, wp)
+        wy = axis_window(ys, i, th, scale, spec.blend)
+        out, weight = _accumulators(th * scale, wp * scale, lr.device)
         if carry is not None:
             n = carry[0].shape[1]
             out[:, :n], weight[:, :n] = carry
-        for batch in _batches(list(range(len(xs))), batch_size):
-            sr = model(torch.cat([strip[..., xs[j]:xs[j] + tw] for j in batch]))
-            if not isinstance(sr, torch.Tensor) or tuple(sr.shape) != (len(batch), 3, th * scale, tw * scale):
-                got = tuple(sr.shape) if isinstance(sr, torch.Tensor) else type(sr).__name__
-                raise UserError(f"the model returned {got} for {len(batch)} tiles of {th}×{tw}; expected ×{scale} RGB")
-            sr = sr.to(out.device, torch.float32)
+        for batch in _batches(list(range(len(xs))), spec.batch_size):
+            tiles = torch.cat([strip[..., xs[j]:xs[j] + tw] for j in batch])
+            sr = _run_model(model, tiles, len(batch), th, tw, spec, out.device)
             for k, j in enumerate(batch):
                 win = (wy[:, None] * wx[j][None, :]).to(out.device)
                 x0 = xs[j] * scale
@@ -200,7 +222,7 @@ def _raw_bands(model: Model, lr: torch.Tensor, scale: int, tile: int, overlap: i
         rows = min(done, h * scale - y * scale)
         if rows > 0:
             yield out[:, :rows, : w * scale].div_(weight[:, :rows, : w * scale])
-        del out, weight, strip, slab
+        del out, weight, strip
 
 
 def _adain_bands(raw: Iterator[torch.Tensor], lr: torch.Tensor, spill_dir: str | None) -> Iterator[torch.Tensor]:
@@ -229,29 +251,20 @@ def _adain_bands(raw: Iterator[torch.Tensor], lr: torch.Tensor, spill_dir: str |
 
 
 @torch.no_grad()
-def upscale_bands(
-    model: Model,
-    lr: torch.Tensor,
-    scale: int = 4,
-    tile: int = 128,
-    overlap: int = 32,
-    multiple: int = 1,
-    color_fix: str | Callable | None = None,
-    progress: bool = False,
-    blend: Literal["cosine", "linear"] = "cosine",
-    batch_size: int = 4,
-    spill_dir: str | None = None,
-) -> Iterator[torch.Tensor]:
+def upscale_bands(model: Model, lr: torch.Tensor, *, color_fix: str | Callable | None = None, progress: bool = False,
+                  spill_dir: str | None = None, **tiling: Any) -> Iterator[torch.Tensor]:
     """Stream `tiled_upscale` of one image (1×3×H×W or 3×H×W): yields float32 bands
-    (3, rows, W·scale) in [0, 1], top to bottom, that together equal `tiled_upscale`'s result.
+    (3, rows, W·scale) in [0, 1], top to bottom, that together equal `tiled_upscale`'s result
+    for the same `tiling` keywords (`TileSpec`'s).
 
     `color_fix` is None, "none" or "adain" (uncorrected bands then wait in a temporary file in
     `spill_dir`, default the system's); the wavelet fix needs the whole image and is refused.
     """
+    spec = TileSpec(**tiling)
     if isinstance(lr, torch.Tensor) and lr.ndim == 3:
         lr = lr[None]
-    _check(lr, scale, tile, overlap, multiple, batch_size)
-    _check_blend(blend)
+    _check_batch(lr)
+    spec.check()
     if lr.shape[0] != 1:
         raise UserError(f"streamed upscaling takes one image at a time, got a batch of {lr.shape[0]}")
     if color_fix not in (None, "none", "adain", adain_color_fix):
@@ -259,9 +272,8 @@ def upscale_bands(
         get_color_fix(color_fix)  # unknown names get the usual message
         raise UserError(f"colour fix '{name}' needs the whole image at once; streamed upscaling supports adain or none")
     img = lr[0].float()
-    total = math.prod(len(_grid(s, tile, overlap, multiple)[2]) for s in img.shape[-2:])
-    with tqdm(total=total, desc="tiles", unit="tile", disable=not progress) as bar:
-        raw = _raw_bands(model, img, scale, tile, overlap, multiple, blend, batch_size, bar)
+    with tqdm(total=spec.count(*img.shape[-2:]), desc="tiles", unit="tile", disable=not progress) as bar:
+        raw = _raw_bands(model, img, spec, bar)
         if color_fix in ("adain", adain_color_fix):
             yield from _adain_bands(raw, img, spill_dir)
         else:

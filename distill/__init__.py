@@ -3,8 +3,10 @@ stage 2 (adversarial feature distillation); the baselines' own objectives (DFOSD
 
 The face: `STAGES` ({"stage0": train_autoencoder, "stage1": pretrain_decoder, "stage2": distill},
 each `fn(cfg, resume=False) -> Path`, `cfg` a config object, a YAML path or a dict), their config
-classes `CONFIGS` and each function and class by name; `METHODS` ({"dfosd": train_dfosd, "tsdsr": train_tsdsr,
-"tadsr": train_tadsr}) the baselines trained with their own objectives. Imported on first use (core/faces.py).
+classes `CONFIGS` (defined with the trainer's and data's sections in `config.py`, which imports no
+model code) and each function and class by name; `METHODS` ({"dfosd": train_dfosd, "tsdsr": train_tsdsr,
+"tadsr": train_tadsr}) the baselines trained with their own objectives; `add_parser` the `adcsr distill` / `adcsr train`
+subcommands. Imported on first use (core/faces.py).
 """
 
 from adcsr.core.faces import lazy_face
@@ -19,9 +21,7 @@ def _stages():
 
 
 def _configs():
-    from .stage0 import Stage0Config
-    from .stage1 import Stage1Config
-    from .stage2 import Stage2Config
+    from .config import Stage0Config, Stage1Config, Stage2Config
 
     return {"stage0": Stage0Config, "stage1": Stage1Config, "stage2": Stage2Config}
 
@@ -35,9 +35,9 @@ def _methods():
 
 
 __getattr__, __all__ = lazy_face(__name__, {
-    "train_autoencoder": "stage0", "Stage0Config": "stage0",
-    "pretrain_decoder": "stage1", "Stage1Config": "stage1",
-    "distill": "stage2", "Stage2Config": "stage2",
+    "train_autoencoder": "stage0", "Stage0Config": "config",
+    "pretrain_decoder": "stage1", "Stage1Config": "config",
+    "distill": "stage2", "Stage2Config": "config", "RunConfig": "config",
     "train_dfosd": "dfosd", "DFOSDConfig": "dfosd", "train_tsdsr": "tsdsr", "TSDSRConfig": "tsdsr",
-    "train_tadsr": "tadsr", "TADSRConfig": "tadsr",
+    "train_tadsr": "tadsr", "TADSRConfig": "tadsr", "add_parser": "cli",
 }, {"STAGES": _stages, "CONFIGS": _configs, "METHODS": _methods})

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -29,20 +29,20 @@ from adcsr.core.metrics.dists import sobel
 from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.core.models.teachers.dfosd import ALPHA, DEFAULT_TIMESTEP, RANK, DFOSDTeacher
 
-from .config import DataConfig, TrainerConfig
+from .config import DataConfig, RunConfig
 from .data import DegradedCrops
 from .discriminator import NoiseAwareDiscriminator
 from .losses import discriminator_adv, forward_diffusion, generator_adv
 from .run_folder import finish_run, fit_run
 from .partly_trained import CheckpointedBackbone
-from .trainer import Phase, Task, adamw
+from .task import Phase, Task, adamw
 
 
 @dataclass
-class DFOSDConfig:
+class DFOSDConfig(RunConfig):
+    RUN_NAME: ClassVar[str] = "dfosd"
     sd_folder: Optional[str] = path_field()  # SD2.1-base diffusers folder (unet/, vae/)
     preset: Optional[Literal["tiny"]] = None  # instead of sd_folder: random SD-shaped weights (CI)
-    run_dir: str = "runs/dfosd"
     timestep: int = DEFAULT_TIMESTEP  # T_L: the paper gives none
     rank: int = RANK
     alpha: float = ALPHA
@@ -53,7 +53,6 @@ class DFOSDConfig:
     gan_weight: float = 0.1  # λ1 (the paper gives no value)
     dists_weights: Optional[str] = path_field()  # DISTS (VGG16 + alpha/beta) as one .safetensors
     disc_hidden: int = 256
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(hr_size=512))
 
 

@@ -6,34 +6,19 @@ says so). diffusers `AutoencoderKL` with the `tiny` (or `sd21`) config; L1 + per
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
 
 import torch
 
-from adcsr.core.config import load_config, path_field
+from adcsr.core.config import load_config
 from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.core.models.sd_configs import vae_config
 from adcsr.core.perceptual import perceptual_loss
 
-from .config import DataConfig, TrainerConfig
+from .config import Stage0Config
 from .data import DegradedCrops
 from .run_folder import finish_run, fit_run
-from .trainer import Phase, Task, adam
-
-
-@dataclass
-class Stage0Config:
-    run_dir: str = "runs/stage0"
-    preset: Literal["tiny", "sd21"] = "tiny"
-    lr: float = 1e-3
-    l1_weight: float = 1.0
-    perceptual_weight: float = 0.1
-    kl_weight: float = 1e-6
-    lpips_weights: Optional[str] = path_field()
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+from .task import Phase, Task, adam
 
 
 class AutoencoderTask(Task):

@@ -4,47 +4,22 @@ AdcSR authors; built from the paper): L1 + perceptual + patch-adversarial, the a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
 
 import torch
 
-from adcsr.core.config import load_config, path_field
+from adcsr.core.config import load_config
 from adcsr.core.errors import UserError
 from adcsr.core.metrics.fidelity import mean_psnr_y
-from adcsr.core.models.vae_decoder import DECODER_RATIO, PrunedVAEDecoder
+from adcsr.core.models.vae_decoder import PrunedVAEDecoder
 from adcsr.core.perceptual import perceptual_loss
 
-from .config import DataConfig, TrainerConfig
+from .config import Stage1Config
 from .data import DegradedCrops
 from .discriminator import PatchDiscriminator
 from .losses import discriminator_adv, generator_adv
 from .run_folder import finish_run, fit_run
-from .trainer import Phase, Task, adam
-
-
-@dataclass
-class Stage1Config:
-    vae: Optional[str] = path_field()  # diffusers AutoencoderKL folder: SD's VAE, or stage 0's autoencoder
-    run_dir: str = "runs/stage1"
-    # compress's PrunedVAEDecoder folder: the decoder to train (its widths are compress's decoder
-    # ratio). `init: fresh` re-initialises it, as the paper trains the pruned decoder from scratch;
-    # `init: pruned` starts from compress's pruned weights. Without a folder: a fresh decoder of the
-    # VAE's with `decoder_ratio` of every width removed.
-    decoder: Optional[str] = path_field()
-    init: Literal["fresh", "pruned"] = "fresh"
-    decoder_ratio: float = DECODER_RATIO
-    lr: float = 1.3e-6  # the paper's
-    disc_lr: float = 1.3e-6
-    l1_weight: float = 1.0
-    perceptual_weight: float = 1.0
-    adv_weight: float = 1.0
-    adv_start: int = 50_000  # the paper: adversarial weight 0 for the first 50K of 500K steps
-    disc_channels: int = 64
-    lpips_weights: Optional[str] = path_field()
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+from .task import Phase, Task, adam
 
 
 def load_vae(path: str):

@@ -13,15 +13,13 @@ teacher's outputs for a fixed pool of training samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adcsr.core.config import load_config, path_field
+from adcsr.core.config import load_config
 from adcsr.core.errors import UserError
 from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.core.models.feature_space import FeatureSpace
@@ -33,67 +31,13 @@ from adcsr.core.models.teachers import get_teacher
 from adcsr.core.models.vae_decoder import PrunedVAEDecoder, run_mid_block
 from adcsr.core.perceptual import perceptual_loss
 
-from .config import DataConfig, TrainerConfig
+from .config import DiscriminatorConfig, Stage2Config
 from .data import DegradedCrops
 from .discriminator import FeatureDiscriminator
 from .losses import discriminator_adv, generator_adv
 from .run_folder import finish_run, fit_run
 from .stage1 import encoder_role, load_vae
-from .trainer import Phase, Task, adam
-
-
-@dataclass
-class DiscriminatorConfig:
-    unet: Optional[str] = path_field()  # diffusers UNet2DConditionModel folder (SD2.1-base's UNet)
-    preset: Literal["tiny", "sd21"] = "tiny"  # randomly initialised backbone when no folder is given
-    rank: int = 4
-    alpha: float = 8  # LoRA scale alpha / rank: the release keeps peft's default 8 (scale 2 at rank 4)
-    timestep: int = 999
-    # Conditioning. The release embeds each LR image's DAPE tags with the text encoder; offline,
-    # `image_embeds` gives one (L, D) embedding per training image (safetensors keyed by the
-    # image's name: the bundled photo's name, or the path under data.hr_folder without extension).
-    # Without it, one embedding for all: `prompt_embeds` ("prompt_embeds" (1, L, D)) or a fixed
-    # seeded stand-in.
-    image_embeds: Optional[str] = path_field()
-    prompt_embeds: Optional[str] = path_field()
-
-
-@dataclass
-class Stage2Config:
-    vae: Optional[str] = path_field()  # AutoencoderKL folder: SD's VAE or stage 0's autoencoder
-    decoder: Optional[str] = path_field()  # stage 1's PrunedVAEDecoder folder
-    student: Optional[str] = path_field()  # compress's AdcSRStudent folder
-    student_preset: Literal["tiny", "sd21"] = "tiny"  # randomly initialised when no folder is given
-    # Start the student's UNet with every residual branch at zero (identity blocks). For a student
-    # compressed from a randomly initialised teacher UNet (no SD weights): nothing learned is lost.
-    zero_residuals: bool = False
-    # Train (and save) the student with `lr_skip`: its up path predicts a residual over the LR
-    # upsampled bicubically, its output conv starting at zero (the student starts as bicubic).
-    lr_skip: bool = False
-    teacher: str = "realesrgan-compact"
-    teacher_options: dict[str, Any] = field(default_factory=dict)
-    # 0: the teacher runs on every batch (the release). N > 0: sample i is pool slot i mod N, and
-    # the teacher's outputs for a slot are computed the first time it is drawn, then reused: a
-    # slow teacher (Real-ESRGAN x4plus on a CPU) costs N forwards per run instead of one per sample.
-    teacher_pool: int = 0
-    distill_level: Literal["mid", "pre_mid", "image"] = "mid"
-    distill_weight: float = 1.0
-    # Not in the release (which distils at the feature level only, the up path frozen): an L1 and
-    # a perceptual term between the student's SR and the teacher's SR, and optionally the decoder
-    # up path trained with them. Short CPU runs need them: the frozen up path of a briefly
-    # trained stage-1 decoder caps what feature distillation alone can reach.
-    image_weight: float = 0.0
-    perceptual_weight: float = 0.0
-    lpips_weights: Optional[str] = path_field()  # LPIPS weights for the perceptual term (else EfficientNet)
-    train_decoder: bool = False
-    adv_weight: float = 1.0  # λ_adv
-    adv_start: int = 0
-    lr: float = 1e-4  # generator; halved every 100K steps in the paper (trainer.schedule: halving)
-    disc_lr: float = 1e-6
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
-    run_dir: str = "runs/stage2"
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+from .task import Phase, Task, adam
 
 
 class PreMidSpace(nn.Module):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 
@@ -32,23 +32,23 @@ from adcsr.core.config import load_config, path_field
 from adcsr.core.errors import UserError
 from adcsr.core.metrics.fidelity import mean_psnr_y
 
-from .config import DataConfig, TrainerConfig
+from .config import DataConfig, RunConfig
 from .data import DegradedCrops
 from .run_folder import finish_run, fit_run
 from .tadsr_discriminator import TimeAwareDiscriminator, encoder_features, feature_channels
 from .tadsr_losses import eps_from_x0, hinge_discriminator, hinge_generator, hsd_gradient, hsd_loss, regression_loss
-from .trainer import Phase, Task
+from .task import Phase, Task
 
 HELDOUT_NOISE_SEED = 4242
 
 
 @dataclass
-class TADSRConfig:
+class TADSRConfig(RunConfig):
+    RUN_NAME: ClassVar[str] = "tadsr"
     preset: Optional[Literal["tiny", "full"]] = None  # random teacher weights of that shape (CI, timing)
     teacher_checkpoint: Optional[str] = path_field()  # instead: ResShift's resshift_realsrx4_s15_v1.pth
     autoencoder: Optional[str] = path_field()  # and its autoencoder_vq_f4.pth
     architecture: Literal["tiny", "full"] = "full"  # a checkpoint's shapes (the release: full)
-    run_dir: str = "runs/tadsr"
     lr: float = 5e-5
     disc_lr: float = 5e-5  # the release: the student's settings
     weight_decay: float = 0.0  # the release's, for both AdamWs
@@ -57,7 +57,6 @@ class TADSRConfig:
     hsd_timesteps: list[int] = field(default_factory=lambda: [0, 1, 2])
     gan_weight: float = 0.02  # λ2
     disc_timesteps: list[int] = field(default_factory=lambda: [0, 13])  # t_dis uniform in [lo, hi]
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(hr_size=256, heldout_size=256))
 
 

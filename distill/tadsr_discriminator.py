@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from adcsr.core.models.resshift_schedule import ResShiftSchedule
-from adcsr.core.models.resshift_unet import Downsample, ResShiftUNet
+from adcsr.core.models.resshift_blocks import Downsample
+from adcsr.core.models.resshift_unet import ResShiftUNet
 
 
 def feature_indices(unet: ResShiftUNet) -> list[int]:

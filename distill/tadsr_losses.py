@@ -26,9 +26,7 @@ def eps_from_x0(schedule: ResShiftSchedule, x_t: torch.Tensor, x0: torch.Tensor,
                 t: torch.Tensor) -> torch.Tensor:
     """The noise an x0 prediction implies (the paper's Eq. 14):
     ε̂ = (x_t − x̂0 − η_t (y − x̂0)) / (κ√η_t)."""
-    eta = schedule._at(schedule.etas, t, x_t)
-    std = schedule._at(schedule.kappa * schedule.sqrt_etas, t, x_t)
-    return (x_t - x0 - eta * (y - x0)) / std
+    return (x_t - x0 - schedule.eta(t, x_t) * (y - x0)) / schedule.noise_std(t, x_t)
 
 
 @torch.no_grad()

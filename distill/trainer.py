@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,55 +28,12 @@ from torch import nn
 
 from adcsr.core.atomic import atomic_write_text
 from adcsr.core.errors import UserError
-from adcsr.core.models.teachers import Teacher
 
 from .checkpoint import CheckpointStore
 from .config import TrainerConfig, check_batch
+from .schedules import lr_schedule
+from .task import Phase, Task
 from .state_io import load_state, save_state
-
-LossFn = Callable[[dict, int], "tuple[torch.Tensor, dict[str, float]] | None"]
-
-
-@dataclass
-class Phase:
-    optimizer: str  # the optimizer this phase steps
-    # (micro_batch, step) -> (loss, {name: value}), or None to skip this phase at this step (e.g.
-    # an adversarial term not switched on yet); it may stash tensors in the batch for later phases
-    loss: LossFn
-
-
-class Task:
-    """What a stage gives the trainer. Subclasses set `modules`, `phases`, `ema_module`."""
-
-    modules: dict[str, nn.Module]  # every module whose weights are checkpointed
-    phases: list[Phase]
-    frozen: dict[str, nn.Module] = {}  # fixed helpers (encoders, loss networks): on the trainer's device
-    teachers: dict[str, Teacher] = {}  # on the trainer's device, in its AMP precision (`Trainer.dtype`)
-    ema_module: str | None = None
-    fixed_lr: tuple[str, ...] = ()  # optimizers that keep their learning rate whatever the schedule
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        raise NotImplementedError
-
-    def batch(self, step: int, indices: list[int], device: torch.device) -> dict:
-        """The micro-batch made of the given global sample indices (deterministic in them)."""
-        raise NotImplementedError
-
-    def evaluate(self, step: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        """Held-out metrics and sample images (NCHW in [0, 1]); main process only."""
-        return {}, {}
-
-
-def adam(params, lr: float) -> torch.optim.Adam:
-    """Every stage's optimizer: Adam with its fused kernel (one pass over all tensors; about a
-    tenth of a CPU step of the tiny student, where the per-tensor loop is overhead)."""
-    return torch.optim.Adam(params, lr, fused=True)
-
-
-def adamw(params, lr: float) -> torch.optim.AdamW:
-    """The baselines' optimizer (DFOSD and TSD-SR train with AdamW)."""
-    return torch.optim.AdamW(params, lr)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -101,22 +56,6 @@ def _module_state(m: nn.Module) -> dict[str, torch.Tensor]:
     """A module's checkpointed tensors: all of them, or only the trained part when the module
     says so (a LoRA discriminator on a large frozen base rebuilt identically at start)."""
     return m.trainable_state_dict() if hasattr(m, "trainable_state_dict") else m.state_dict()
-
-
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainerConfig, fixed: bool = False):
-    warm = cfg.warmup_steps
-
-    def factor(step: int) -> float:
-        if fixed:
-            return 1.0
-        w = min(1.0, (step + 1) / warm) if warm else 1.0
-        if cfg.schedule == "halving":
-            return w * 0.5 ** (step // cfg.halve_every)
-        if cfg.schedule == "cosine":
-            return w * 0.5 * (1 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
-        return w
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 class Trainer:
@@ -144,7 +83,7 @@ class Trainer:
             if cfg.grad_checkpointing and hasattr(m, "enable_gradient_checkpointing"):
                 m.enable_gradient_checkpointing()
         self.opts = self.task.optimizers()
-        self.scheds = {k: _scheduler(o, cfg, k in self.task.fixed_lr) for k, o in self.opts.items()}
+        self.scheds = {k: lr_schedule(o, cfg, k in self.task.fixed_lr) for k, o in self.opts.items()}
         fp16 = self.acc.mixed_precision == "fp16"
         self.scalers = {k: torch.amp.GradScaler(self.acc.device.type, enabled=fp16) for k in self.opts}
         self.ema = None

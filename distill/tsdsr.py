@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,24 +30,24 @@ from adcsr.core.errors import UserError
 from adcsr.core.metrics.fidelity import mean_psnr_y
 from adcsr.core.perceptual import perceptual_loss
 
-from .config import DataConfig, TrainerConfig
+from .config import DataConfig, PerceptualRunConfig
 from .data import DegradedCrops
 from .losses import cfg as guided
 from .losses import tsd_gradient, tsd_loss
 from .run_folder import finish_run, fit_run
 from .partly_trained import CheckpointedBackbone, PartlyTrained
-from .trainer import Phase, Task, adamw
+from .task import Phase, Task, adamw
 
 REG_TARGETS = ["to_k", "to_q", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj"]  # the script's
 
 
 @dataclass
-class TSDSRConfig:
+class TSDSRConfig(PerceptualRunConfig):
+    RUN_NAME: ClassVar[str] = "tsdsr"
     sd3_folder: Optional[str] = path_field()  # SD3-medium diffusers folder (transformer/, vae/)
     preset: Optional[Literal["tiny"]] = None  # instead: random SD3-shaped weights (CI)
     prompt_embeds: Optional[str] = path_field()  # the release's prompt_embeds.pt (default prompt)
     pooled_embeds: Optional[str] = path_field()  # and pool_embeds.pt
-    run_dir: str = "runs/tsdsr"
     rank: int = 64
     reg_rank: int = 64  # the paper: 64 for both (the released script defaults to 16)
     lr: float = 5e-6
@@ -61,8 +61,6 @@ class TSDSRConfig:
     index_range: list[int] = field(default_factory=lambda: [50, 950])
     lpips_weight: float = 1.0
     latent_mse_weight: float = 1.0  # the paper's early phase; 0 later (with DASM on)
-    lpips_weights: Optional[str] = path_field()
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(hr_size=512))
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from adcsr.core.config import load_config
 from adcsr.core.errors import UserError
 
-from .qnn import check_optimization_mode, get_soc
 from .thresholds import DEFAULTS
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -38,6 +37,8 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         """Settings that would otherwise fail late (after the ONNX export and calibration)."""
+        from .qnn import check_optimization_mode, get_soc  # here: the pipeline's config loads this module
+
         get_soc(self.soc)
         if self.tile <= 0:
             raise UserError(f"tile must be a positive number of LR pixels, got {self.tile}")

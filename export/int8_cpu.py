@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
-from .w8a16 import _large, _one_pass_input_rewiring, _quiet, calibrate, preprocess
+from .ort_quant_tools import is_large, one_pass_input_rewiring, quiet
+from .w8a16 import calibrate, preprocess
 
 SCHEME = "int8 CPU: QUInt8 activations (asymmetric min-max), QInt8 per-channel weights on Conv / MatMul"
 OPS = ["Conv", "MatMul"]
@@ -34,10 +35,10 @@ def quantize_int8_cpu(fp32_model: str | os.PathLike, out: str | os.PathLike, cal
         pre = preprocess(fp32_model, Path(tmp) / "pre.onnx")
         cache = calibrate(pre, calibration, Path(tmp) / "ranges.json", margin=0.0)
         overrides = {name: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}] for name in (INPUT_NAME, OUTPUT_NAME)}
-        with _quiet(), _one_pass_input_rewiring():
+        with quiet(), one_pass_input_rewiring():
             quantize_static(
                 str(pre), str(out), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=OPS,
-                use_external_data_format=_large(pre),
+                use_external_data_format=is_large(pre),
                 activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                 calibration_cache_path=str(cache),
                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,

@@ -24,20 +24,30 @@ import torch
 
 from adcsr.core.errors import UserError
 from adcsr.core.manifest import sha256_tree
+from adcsr.core.upscaler import Upscaler
 
 from .qnn import get_soc
 
 MANIFEST = "manifest.json"
 
 
-class Artifact:
-    """A loaded artifact: call it on an (N,3,H,W) batch; `tile` is its static LR side; `session`
-    (HTP-emulator artifacts) is what the emulator session reports: provider, soc_model, htp_arch."""
+class Artifact(Upscaler):
+    """A loaded artifact, an `Upscaler` whose `static_tile` is its LR side (other sizes are tiled
+    through it); `session` (HTP-emulator artifacts) is what the emulator session reports:
+    provider, soc_model, htp_arch."""
 
     def __init__(self, path: Path, kind: str, tile: int, run_tile: Callable[[np.ndarray], np.ndarray], scale: int = 4):
-        self.path, self.kind, self.tile, self.scale = path, kind, tile, scale
+        from adcsr.core.models.student import AdcSRStudent
+
+        super().__init__()
+        self.path, self.kind, self.scale = path, kind, scale
+        self.static_tile = self.size_multiple = tile
+        self.default_color_fix = AdcSRStudent.default_color_fix  # an artifact is the student's graph
         self._run_tile = run_tile
         self.session: dict | None = getattr(run_tile, "session", None)
+
+    def describe(self) -> dict:
+        return {"name": "artifact", "kind": self.kind, "path": str(self.path), "tile": self.static_tile}
 
     def close(self) -> None:
         """End the artifact's HTP-emulator process, if it has one."""
@@ -51,16 +61,13 @@ class Artifact:
         outs = run_many(tiles) if run_many is not None else [self._run_tile(t) for t in tiles]
         return torch.from_numpy(np.concatenate(outs))
 
-    def __call__(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
         if lr.ndim != 4 or lr.shape[1] != 3:
             raise UserError(f"expected an (N, 3, H, W) batch, got {tuple(lr.shape)}")
         lr = lr.detach().float().cpu()
-        if tuple(lr.shape[-2:]) == (self.tile, self.tile):
+        if tuple(lr.shape[-2:]) == (self.static_tile, self.static_tile):
             return self._tiles(lr)
-        from adcsr.core.tiling import tiled_upscale
-
-        return tiled_upscale(self._tiles, lr, scale=self.scale, tile=self.tile,
-                             overlap=min(32, self.tile // 4), multiple=self.tile)
+        return self.upscale(lr)
 
 
 def artifact_manifest(path: str | os.PathLike) -> dict:

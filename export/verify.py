@@ -21,8 +21,10 @@ Everything that fails is listed in one `UserError` line (the CLI exits 2).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from adcsr.core.errors import UserError
@@ -54,8 +56,6 @@ def _below(name: str, value: float, thresholds: dict, key: str) -> str | None:
 
 def verify(artifact: str | os.PathLike) -> dict:
     """Check every artifact listed in the folder's manifest; `UserError` listing what failed."""
-    from .qnn import check_coverage, get_soc, graph_count
-
     folder = Path(artifact)
     folder = folder if folder.is_dir() and folder.suffix != ".mlpackage" else folder.parent
     manifest = read_manifest(folder / MANIFEST)
@@ -65,61 +65,97 @@ def verify(artifact: str | os.PathLike) -> dict:
                               int(ev.get("seed", 0)))
     with torch.no_grad():
         reference = StudentRef.from_manifest(manifest).load()(lr).numpy()
-    results, failures = [], []
-    for entry in manifest.get("artifacts", []):
-        path = folder / entry["file"]
-        kind = entry["kind"]
-        row = {"file": entry["file"], "kind": kind}
-        if not path.exists():
-            failures.append(f"{entry['file']}: missing")
-            continue
-        if sha256_tree(path) != entry.get("sha256"):
-            failures.append(f"{entry['file']}: sha256 differs from the manifest")
-        if path.suffix != ".mlpackage" and kind in KIND_THRESHOLD:
-            if kind == "qnn_context":
-                try:
-                    row["htp_coverage"] = check_coverage(path, None, get_soc(manifest["soc"]),
-                                                         graph_count(manifest.get("htp_optimization_mode")))["htp_fraction"]
-                except UserError as e:
-                    failures.append(f"{entry['file']}: {e}")
-            try:  # verify reports a changed file itself and still measures what it now does
-                run = load_artifact(path, check_manifest=False)
-            except UserError as e:  # e.g. a context binary it needs was removed
-                failures.append(str(e))
-                continue
-            except RuntimeError as e:  # a runtime that cannot open a changed file (a truncated .bin, say)
-                failures.append(f"{entry['file']}: the runtime cannot open it ({str(e).strip().splitlines()[0][:200]})")
-                continue
-            row["psnr_db"] = parity_psnr(reference, run(lr).numpy())
-            if run.session is not None:
-                row["session"] = run.session
-            run.close()
-            row["threshold"] = KIND_THRESHOLD[kind]
-            failures.append(_below(entry["file"], row["psnr_db"], thresholds, KIND_THRESHOLD[kind]))
-        elif path.suffix == ".mlpackage":
-            from .coreml_export import check_fp32_ops, check_spec, spec_report
-
-            try:
-                check_spec(spec_report(path), int(manifest["lr_tile"]), kind == "w8a16")
-                if kind == "w8a16":
-                    check_fp32_ops(path, entry.get("fp32_ops", {}))
-                row["spec"] = "ok"
-            except RuntimeError as e:
-                failures.append(f"{entry['file']}: {e}")
-            if kind == "w8a16":
-                recorded = float((manifest.get("fp16_compute") or {}).get("psnr_db", {}).get("as_packaged", {})
-                                 .get("heldout", "nan"))
-                row.update(fp16_psnr_db_recorded=recorded, threshold="min_fp16_psnr")
-                failures.append(_below(f"{entry['file']} fp16 compute (recorded)", recorded, thresholds, "min_fp16_psnr"))
-        results.append(row)
+    check = _Check(folder, manifest, thresholds, lr, reference)
+    results = [row for row in map(check.artifact, manifest.get("artifacts", [])) if row is not None]
     pte = manifest.get("qnn_pte_quantization")
     if pte is not None:
         recorded = float(pte.get("psnr_db_pytorch", "nan"))
         results.append({"check": "QNN .pte 16a8w graph (recorded, not rerun)", "psnr_db": recorded,
                         "threshold": "min_w8a16_psnr"})
-        failures.append(_below("QNN .pte's 16a8w graph (recorded)", recorded, thresholds, "min_w8a16_psnr"))
-    failures = [f for f in failures if f]
+        check.failures.append(_below("QNN .pte's 16a8w graph (recorded)", recorded, thresholds, "min_w8a16_psnr"))
+    failures = [f for f in check.failures if f]
     if failures:
         raise UserError(f"verification of {folder} failed: " + "; ".join(failures))
     return {"folder": str(folder), "target": manifest.get("target"), "thresholds": thresholds, "results": results,
             "warnings": version_drift(manifest)}
+
+
+@dataclass
+class _Check:
+    """One folder's verification: its manifest and thresholds, the held-out LR tiles and the PyTorch
+    student's SR of them; `failures` collects what fails (None for a check that passed)."""
+
+    folder: Path
+    manifest: dict
+    thresholds: dict[str, float]
+    lr: torch.Tensor
+    reference: np.ndarray
+    failures: list[str | None] = field(default_factory=list)
+
+    def artifact(self, entry: dict) -> dict | None:
+        """Check one manifest entry; its results row, or None when it could not be run at all."""
+        path = self.folder / entry["file"]
+        kind = entry["kind"]
+        row = {"file": entry["file"], "kind": kind}
+        if not path.exists():
+            self.failures.append(f"{entry['file']}: missing")
+            return None
+        if sha256_tree(path) != entry.get("sha256"):
+            self.failures.append(f"{entry['file']}: sha256 differs from the manifest")
+        if path.suffix != ".mlpackage" and kind in KIND_THRESHOLD:
+            if kind == "qnn_context":
+                self.qnn_coverage(path, entry, row)
+            if not self.rerun(path, entry, row):
+                return None
+        elif path.suffix == ".mlpackage":
+            self.coreml(path, entry, row)
+        return row
+
+    def qnn_coverage(self, path: Path, entry: dict, row: dict) -> None:
+        """A QNN context checked as a whole: nothing but its EPContext nodes and I/O conversions outside HTP."""
+        from .qnn import get_soc, graph_count
+        from .qnn_coverage import check_coverage
+
+        try:
+            row["htp_coverage"] = check_coverage(path, None, get_soc(self.manifest["soc"]),
+                                                 graph_count(self.manifest.get("htp_optimization_mode")))["htp_fraction"]
+        except UserError as e:
+            self.failures.append(f"{entry['file']}: {e}")
+
+    def rerun(self, path: Path, entry: dict, row: dict) -> bool:
+        """Run the artifact on the held-out tiles and check its parity; False when it cannot be opened."""
+        kind = entry["kind"]
+        try:  # verify reports a changed file itself and still measures what it now does
+            run = load_artifact(path, check_manifest=False)
+        except UserError as e:  # e.g. a context binary it needs was removed
+            self.failures.append(str(e))
+            return False
+        except RuntimeError as e:  # a runtime that cannot open a changed file (a truncated .bin, say)
+            self.failures.append(f"{entry['file']}: the runtime cannot open it ({str(e).strip().splitlines()[0][:200]})")
+            return False
+        row["psnr_db"] = parity_psnr(self.reference, run(self.lr).numpy())
+        if run.session is not None:
+            row["session"] = run.session
+        run.close()
+        row["threshold"] = KIND_THRESHOLD[kind]
+        self.failures.append(_below(entry["file"], row["psnr_db"], self.thresholds, KIND_THRESHOLD[kind]))
+        return True
+
+    def coreml(self, path: Path, entry: dict, row: dict) -> None:
+        """A Core ML package: its spec, its fp32 ops, and (W8A16) the recorded fp16-compute parity."""
+        from .coreml_export import check_fp32_ops, check_spec, spec_report
+
+        kind = entry["kind"]
+        try:
+            check_spec(spec_report(path), int(self.manifest["lr_tile"]), kind == "w8a16")
+            if kind == "w8a16":
+                check_fp32_ops(path, entry.get("fp32_ops", {}))
+            row["spec"] = "ok"
+        except RuntimeError as e:
+            self.failures.append(f"{entry['file']}: {e}")
+        if kind == "w8a16":
+            recorded = float((self.manifest.get("fp16_compute") or {}).get("psnr_db", {}).get("as_packaged", {})
+                             .get("heldout", "nan"))
+            row.update(fp16_psnr_db_recorded=recorded, threshold="min_fp16_psnr")
+            self.failures.append(_below(f"{entry['file']} fp16 compute (recorded)", recorded, self.thresholds,
+                                        "min_fp16_psnr"))

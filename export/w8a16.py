@@ -8,8 +8,6 @@ Gemm weight, named after its PyTorch module (see `onnx_export.name_weights_by_mo
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -19,6 +17,7 @@ import numpy as np
 from adcsr.core.errors import UserError
 
 from .onnx_export import INPUT_NAME, OUTPUT_NAME
+from .ort_quant_tools import is_large, one_pass_input_rewiring, quiet
 
 if TYPE_CHECKING:
     import torch
@@ -62,8 +61,8 @@ def preprocess(fp32_model: str | os.PathLike, out: str | os.PathLike) -> Path:
 
     out = Path(out)
     stage = out.with_name(out.stem + ".qnnprep.onnx")
-    large = _large(fp32_model)
-    with _quiet():
+    large = is_large(fp32_model)
+    with quiet():
         if not qnn_preprocess_model(str(fp32_model), str(stage), save_as_external_data=large,
                                     all_tensors_to_one_file=True, external_data_location=stage.name + ".data"):
             stage = Path(fp32_model)
@@ -134,7 +133,7 @@ def calibrate(pre_model: str | os.PathLike, calibration: np.ndarray, cache: str 
 
 def _serialize(proto, model_path: Path) -> bytes | str:
     """The model for a session: bytes when small, else a file beside its external weights."""
-    if not _large(model_path):
+    if not is_large(model_path):
         return proto.SerializeToString()
     import onnx
 
@@ -156,7 +155,7 @@ def quantize_w8a16(pre_model: str | os.PathLike, out: str | os.PathLike, cache: 
     # The image range is known by construction; photos outside the calibration set's extremes
     # would otherwise be clipped at the model's boundaries.
     overrides.update({name: [{"rmin": np.float32(0.0), "rmax": np.float32(1.0)}] for name in (INPUT_NAME, OUTPUT_NAME)})
-    with _quiet(), _one_pass_input_rewiring():
+    with quiet(), one_pass_input_rewiring():
         cfg = get_qnn_qdq_config(
             str(pre_model), None, activation_type=QuantType.QUInt16,
             weight_type=QuantType.QUInt8, per_channel=True, init_overrides=overrides,
@@ -165,51 +164,10 @@ def quantize_w8a16(pre_model: str | os.PathLike, out: str | os.PathLike, cache: 
             str(pre_model), str(out), None, calibrate_method=cfg.calibrate_method,
             quant_format=cfg.quant_format, activation_type=cfg.activation_type, weight_type=cfg.weight_type,
             op_types_to_quantize=cfg.op_types_to_quantize, nodes_to_exclude=cfg.nodes_to_exclude,
-            per_channel=cfg.per_channel, use_external_data_format=_large(pre_model),
+            per_channel=cfg.per_channel, use_external_data_format=is_large(pre_model),
             extra_options=cfg.extra_options, calibration_cache_path=str(cache),
         )
     return {"scheme": SCHEME, "kept_16bit_weights": keep}
-
-
-def _large(model: str | os.PathLike) -> bool:
-    return Path(str(model) + ".data").exists() or Path(model).stat().st_size > (1 << 30)
-
-
-@contextlib.contextmanager
-def _one_pass_input_rewiring():
-    """Make onnxruntime's QDQ quantizer rewire a tensor's consumers without a Python loop per input.
-
-    The quantizer points every consumer of each quantized tensor at its DequantizeLinear through
-    `ONNXModel.replace_input_of_all_nodes`, which calls a Python function for every node of the
-    graph: for the ~3000 tensors of a ~6000-node student that is 2·10⁷ calls, 80 s of a 90 s
-    quantization. The same edits, with the membership test done by protobuf in C first. Written by
-    hand because onnxruntime (1.32) keeps no consumer index; the output is byte-identical (tested).
-    """
-    from onnxruntime.quantization.onnx_model import ONNXModel
-
-    original = ONNXModel.replace_input_of_all_nodes
-
-    def replace_input_of_all_nodes(self, old_input_name, new_input_name):
-        for node in self.model.graph.node:
-            if old_input_name in node.input:
-                ONNXModel.replace_node_input(node, old_input_name, new_input_name)
-
-    ONNXModel.replace_input_of_all_nodes = replace_input_of_all_nodes
-    try:
-        yield
-    finally:
-        ONNXModel.replace_input_of_all_nodes = original
-
-
-class _quiet:
-    """The quantization tools log a warning per renamed node; keep the terminal readable."""
-
-    def __enter__(self):
-        self._level = logging.root.level
-        logging.root.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        logging.root.setLevel(self._level)
 
 
 def fake_quant_weight(w: "torch.Tensor", per_channel: bool, bits: int = 8) -> "torch.Tensor":

@@ -26,7 +26,6 @@ from .chain import Part, Session, tool_versions
 from .config import STEPS
 
 
-
 def results_path(out: Path, device_label: str, runtime: str) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", device_label.lower()).strip("-")
     return out / f"hub-{slug}-{runtime}.json"
@@ -54,10 +53,27 @@ def run_on_hub(session: Session, parts: list[Part], out: Path, *, step: str = "r
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     dev = session.device(device, chipset)
     label = dev.name or ",".join(dev.attributes)
-    by_name = {p.name: p for p in parts}
     results: dict[str, Any] = {"device": {"name": dev.name, "attributes": list(dev.attributes)}, "runtime": runtime,
                                "quantize_io": quantize_io, "step": step, "started": started,
                                "source": source or {}, "parts": {}}
+    compiled = _compile_parts(session, parts, dev, runtime, quantize_io, out, results["parts"],
+                              download=step in ("compile", "run"))
+    if step != "compile":
+        lr = [heldout[i:i + 1].astype(np.float32) for i in range(len(heldout))] if infer else None
+        _run_parts(session, parts, compiled, dev, results["parts"], infer, lr, reference)
+        if infer and {"features", "decode"} <= {p.name for p in parts}:
+            results["split"] = _split_result(results["parts"])
+    results["jobs"] = session.jobs
+    path = results_path(out, label, runtime)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(results, indent=1, default=str))
+    return path
+
+
+def _compile_parts(session: Session, parts: list[Part], dev, runtime: str, quantize_io: bool, out: Path,
+                   rows: dict[str, dict], download: bool) -> dict:
+    """Compile every part for `dev` (downloading the compiled model into `out` with `download`),
+    its row in `rows`; returns {part name: compiled model}."""
     compiled = {}
     for part in parts:
         session.log(f"{part.name}: {part.onnx.name} ({part.quantize} quantization)")
@@ -67,41 +83,49 @@ def run_on_hub(session: Session, parts: list[Part], out: Path, *, step: str = "r
                                "quantize": part.quantize, "input_specs": {k: [list(s), d] for k, (s, d) in
                                                                           part.input_specs.items()},
                                "tool_versions": tool_versions(model)}
-        if step in ("compile", "run"):
+        if download:
             row["compiled"] = session.download(job, out, f"student_{part.name}").name
-        results["parts"][part.name] = row
-    if step != "compile":
-        lr = [heldout[i:i + 1].astype(np.float32) for i in range(len(heldout))] if infer else None
-        features_out = None
-        for part in parts:
-            inputs = None
-            if infer and part.name != "decode":
-                inputs = {next(iter(part.input_specs)): lr}
-            elif infer:  # the decode half reads the features half's on-device output (and the LR)
-                if features_out is None:
-                    raise UserError("the decode half needs the features half in the same run")
-                names = list(part.input_specs)
-                inputs = {names[0]: [features_out[i:i + 1] for i in range(len(features_out))]}
-                if len(names) > 1:
-                    inputs[names[1]] = lr
-            ran = session.run(f"{part.name}.{'inference' if infer else 'profile'}", compiled[part.name], dev, inputs)
-            row = results["parts"][part.name]
-            row["profile"] = ran["profile"]
-            row["tool_versions"]["hub"] = ran.get("hub_version")
-            if infer:
-                got = _only_output(ran["outputs"], part.name)
-                if part.name == "features":
-                    features_out = got
-                else:
-                    row["psnr_vs_pytorch_db"] = parity_psnr(reference, got)
-        if infer and {"features", "decode"} <= by_name.keys():
-            split = results["parts"]["decode"].pop("psnr_vs_pytorch_db")
-            results["split"] = {
-                "psnr_vs_pytorch_db": split,
-                "inference_ms": sum(results["parts"][k]["profile"]["inference_ms"] for k in ("features", "decode")),
-            }
-    results["jobs"] = session.jobs
-    path = results_path(out, label, runtime)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(results, indent=1, default=str))
-    return path
+        rows[part.name] = row
+    return compiled
+
+
+def _run_parts(session: Session, parts: list[Part], compiled: dict, dev, rows: dict[str, dict], infer: bool,
+               lr: list[np.ndarray] | None, reference: np.ndarray | None) -> None:
+    """Profile every compiled part on `dev`; with `infer`, on the LR tiles `lr` (the decode half on
+    the features half's on-device output), each part's SR compared with `reference`."""
+    features_out = None
+    for part in parts:
+        inputs = _part_inputs(part, lr, features_out) if infer else None
+        ran = session.run(f"{part.name}.{'inference' if infer else 'profile'}", compiled[part.name], dev, inputs)
+        row = rows[part.name]
+        row["profile"] = ran["profile"]
+        row["tool_versions"]["hub"] = ran.get("hub_version")
+        if infer:
+            got = _only_output(ran["outputs"], part.name)
+            if part.name == "features":
+                features_out = got
+            else:
+                row["psnr_vs_pytorch_db"] = parity_psnr(reference, got)
+
+
+def _part_inputs(part: Part, lr: list[np.ndarray], features_out: np.ndarray | None) -> dict[str, list[np.ndarray]]:
+    """A part's inference inputs: the LR tiles, or for the decode half the features half's
+    on-device output (and the LR)."""
+    if part.name != "decode":
+        return {next(iter(part.input_specs)): lr}
+    if features_out is None:
+        raise UserError("the decode half needs the features half in the same run")
+    names = list(part.input_specs)
+    inputs = {names[0]: [features_out[i:i + 1] for i in range(len(features_out))]}
+    if len(names) > 1:
+        inputs[names[1]] = lr
+    return inputs
+
+
+def _split_result(rows: dict[str, dict]) -> dict:
+    """The split's parity (moved off the decode half's row) and its halves' summed inference time."""
+    split = rows["decode"].pop("psnr_vs_pytorch_db")
+    return {
+        "psnr_vs_pytorch_db": split,
+        "inference_ms": sum(rows[k]["profile"]["inference_ms"] for k in ("features", "decode")),
+    }

@@ -20,7 +20,8 @@ from adcsr.compress.prune import prune
 from adcsr.compress.sd_teacher import load_teacher
 from adcsr.core.errors import UserError
 from adcsr.core.models.macs import count_macs, count_params
-from adcsr.core.models.student import AdcSRStudent, SelfAttnTransformer
+from adcsr.core.models.student import AdcSRStudent
+from adcsr.core.models.student_unet import SelfAttnTransformer
 from adcsr.core.photos import hr_crops
 
 torch.set_num_threads(1)

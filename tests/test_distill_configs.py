@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from adcsr.core.config import PLACEHOLDER, load_config
+from adcsr.core.config import PLACEHOLDER, config_to_dict, load_config
 from adcsr.core.models.sd_configs import unet_config, vae_config
 from adcsr.distill.dfosd import DFOSDConfig, DFOSDTask
 from adcsr.distill.tadsr import TADSRConfig, TADSRTask
@@ -24,7 +24,8 @@ from adcsr.distill.stage0 import AutoencoderTask, Stage0Config
 from adcsr.distill.stage1 import DecoderTask, Stage1Config
 from adcsr.distill.stage2 import DistillTask, Stage2Config
 from adcsr.distill.trainer import Trainer
-from adcsr.pipeline import CONFIG_DIR, build_pipeline, load_pipeline_config
+from adcsr.pipeline import build_pipeline, load_pipeline_config
+from adcsr.pipeline_config import CONFIG_DIR
 
 torch.set_num_threads(1)
 
@@ -116,7 +117,7 @@ def _section(source: str, stage: str, fixtures: dict[str, str]) -> dict:
     example = None if source == "pipeline.yaml" else _local(yaml.safe_load((CONFIG_DIR / source).read_text()), fixtures)
     cfg = load_pipeline_config(example)
     assert stage in {PIPELINE_STAGE.get(s.name) for s in build_pipeline(cfg).stages}, "the pipeline runs it"
-    section = dict(getattr(cfg, stage))
+    section = config_to_dict(getattr(cfg, stage))
     # what the pipeline adds (adcsr.pipeline._stage_*): the encoder VAE, compress's and stage 1's outputs
     if stage != "stage0":
         section["vae"] = fixtures["vae"]

@@ -30,11 +30,13 @@ from torch import nn
 
 from adcsr.core.errors import UserError
 from adcsr.export import coreml_export as cm
-from adcsr.export import qnn, w8a16
+from adcsr.export import qnn, qnn_coverage, w8a16
 from adcsr.export.config import ExportConfig
 from adcsr.export.runtime import load_artifact
 from adcsr.export.student_io import StudentRef
-from adcsr.export.targets import Context, export_coreml, export_executorch, export_qnn
+from adcsr.export.qnn_target import export_qnn
+from adcsr.export.target_context import Context
+from adcsr.export.targets import export_coreml, export_executorch
 from adcsr.export.thresholds import DEFAULTS, FP16_MAX, meets_minimum
 from adcsr.export.verify import verify
 
@@ -135,13 +137,13 @@ def _tampered_context(exported, tmp_path, between: str):
 def test_a_node_between_the_chained_halves_is_reported(exported, tmp_path, between):
     """Each half compiled 100% on HTP is not enough: the chained model is checked as a whole."""
     soc = qnn.get_soc("SM8750")
-    ok = qnn.check_coverage(exported["qnn"] / "student_ctx.onnx", exported["onnx"] / "student_w8a16.onnx", soc, 2)
+    ok = qnn_coverage.check_coverage(exported["qnn"] / "student_ctx.onnx", exported["onnx"] / "student_w8a16.onnx", soc, 2)
     assert ok["epcontext_nodes"] == 2 and ok["offending_nodes"] == [] and ok["htp_fraction"] == 1.0
     folder, path, names = _tampered_context(exported, tmp_path, between)
-    report = qnn.coverage(path, exported["onnx"] / "student_w8a16.onnx", graphs=2)
+    report = qnn_coverage.coverage(path, exported["onnx"] / "student_w8a16.onnx", graphs=2)
     assert [n for n, _ in report["offending_nodes"]] == names and report["htp_fraction"] < 1.0
     with pytest.raises(UserError, match="would run on the CPU") as e:
-        qnn.check_coverage(path, None, soc, graphs=2)
+        qnn_coverage.check_coverage(path, None, soc, graphs=2)
     assert all(n in str(e.value) for n in names)
     with pytest.raises(UserError, match="would run on the CPU"):
         verify(folder)
@@ -151,10 +153,10 @@ def test_a_context_missing_a_graph_or_its_binary_is_reported(exported, tmp_path)
     folder = tmp_path / "qnn"
     shutil.copytree(exported["qnn"], folder)
     with pytest.raises(UserError, match="2 EPContext node.*expected 1"):
-        qnn.check_coverage(folder / "student_ctx.onnx", None, qnn.get_soc("SM8750"), graphs=1)
+        qnn_coverage.check_coverage(folder / "student_ctx.onnx", None, qnn.get_soc("SM8750"), graphs=1)
     (folder / "student_decode_ctx_qnn.bin").unlink()
     with pytest.raises(UserError, match="context binary missing.*student_decode_ctx_qnn.bin"):
-        qnn.check_coverage(folder / "student_ctx.onnx", None, qnn.get_soc("SM8750"), graphs=2)
+        qnn_coverage.check_coverage(folder / "student_ctx.onnx", None, qnn.get_soc("SM8750"), graphs=2)
 
 
 def test_verify_applies_the_thresholds_recorded_in_the_manifest(exported, tmp_path):

@@ -1,5 +1,5 @@
-"""The QNN graph's cut at the student's features tensor (`qnn.split_at_features`) and the chained
-model (`qnn.chain_contexts`), on small hand-built QDQ graphs: with and without the LR skip, and a
+"""The QNN graph's cut at the student's features tensor (`qnn_split.split_at_features`) and the chained
+model (`qnn_split.chain_contexts`), on small hand-built QDQ graphs: with and without the LR skip, and a
 graph the features tensor does not cut."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from adcsr.core.errors import UserError
-from adcsr.export import qnn
+from adcsr.export import qnn_split
 from adcsr.export.onnx_export import FEATURES_NAME, INPUT_NAME, OPSET, OUTPUT_NAME
 
 
@@ -47,14 +47,14 @@ def _run(path, lr):
 @pytest.mark.parametrize("tail, decode_inputs", [("plain", ["features_q"]), ("skip", ["features_q", INPUT_NAME])])
 def test_split_halves_chain_back_into_the_whole_model(tmp_path, tail, decode_inputs):
     model = _qdq_model(tmp_path / "qdq.onnx", tail)
-    halves = dict(qnn.split_at_features(model, tmp_path))
+    halves = dict(qnn_split.split_at_features(model, tmp_path))
     graphs = {k: onnx.load(str(p)).graph for k, p in halves.items()}
     assert [i.name for i in graphs["features"].input] == [INPUT_NAME]
     assert [o.name for o in graphs["features"].output] == ["features_q"]
     assert [i.name for i in graphs["decode"].input] == decode_inputs
     shared = {n.output[0] for n in graphs["features"].node} & {n.output[0] for n in graphs["decode"].node}
     assert shared == ({"lr_q", "lr_dq"} if tail == "skip" else set())
-    chained = qnn.chain_contexts([halves["features"], halves["decode"]], tmp_path / "chained.onnx")
+    chained = qnn_split.chain_contexts([halves["features"], halves["decode"]], tmp_path / "chained.onnx")
     nodes = [n.output[0] for n in onnx.load(str(chained)).graph.node]
     assert len(nodes) == len(set(nodes)) == 7  # each node once, the LR's Q/DQ included
     lr = np.random.default_rng(0).uniform(0, 1, (1, 3, 4, 4)).astype(np.float32)
@@ -63,11 +63,11 @@ def test_split_halves_chain_back_into_the_whole_model(tmp_path, tail, decode_inp
 
 def test_a_tensor_read_past_the_features_is_not_a_cut(tmp_path):
     with pytest.raises(UserError, match="does not cut the graph in two"):
-        qnn.split_at_features(_qdq_model(tmp_path / "qdq.onnx", "bad"), tmp_path)
+        qnn_split.split_at_features(_qdq_model(tmp_path / "qdq.onnx", "bad"), tmp_path)
 
 
 def test_chaining_refuses_an_input_no_earlier_model_makes(tmp_path):
-    halves = dict(qnn.split_at_features(_qdq_model(tmp_path / "qdq.onnx", "skip"), tmp_path))
+    halves = dict(qnn_split.split_at_features(_qdq_model(tmp_path / "qdq.onnx", "skip"), tmp_path))
     decode = onnx.load(str(halves["decode"]))
     for t in [decode.graph.input[0], *(n for n in decode.graph.node if "features_q" in n.input)]:
         if hasattr(t, "type"):
@@ -76,4 +76,4 @@ def test_chaining_refuses_an_input_no_earlier_model_makes(tmp_path):
             t.input[list(t.input).index("features_q")] = "elsewhere"
     onnx.save(decode, str(tmp_path / "orphan.onnx"))
     with pytest.raises(RuntimeError, match="do not chain"):
-        qnn.chain_contexts([halves["features"], tmp_path / "orphan.onnx"], tmp_path / "chained.onnx")
+        qnn_split.chain_contexts([halves["features"], tmp_path / "orphan.onnx"], tmp_path / "chained.onnx")

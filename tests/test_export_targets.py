@@ -22,13 +22,14 @@ from torch import nn
 
 from adcsr.core.errors import UserError
 from adcsr.core.metrics.fidelity import parity_psnr
-from adcsr.export import qnn, w8a16
+from adcsr.export import qnn, qnn_coverage, w8a16
 from adcsr.export.calibration import lr_tiles
 from adcsr.export.config import ExportConfig
 from adcsr.export.onnx_export import export_onnx
+from adcsr.export.qnn_target import export_qnn
 from adcsr.export.runtime import load_artifact
-from adcsr.export.targets import Context, export_qnn
 from adcsr.export.student_io import StudentRef
+from adcsr.export.target_context import Context
 from adcsr.export.verify import verify
 
 TILE = 16  # the CI pipeline's export tile (tests/conftest.py): the HTP emulator is slow
@@ -161,7 +162,7 @@ def test_one_graph_compiles_all_htp_and_agrees_with_the_two_halves(exported, pip
     qdq = exported["onnx"] / "student_w8a16.onnx"
     (tmp_path / "m1").mkdir()
     one = qnn.compile_context(qdq, tmp_path / "m1", qnn.get_soc("SM8750"), optimization_mode=1)
-    assert qnn.coverage(one, qdq)["htp_fraction"] == 1.0
+    assert qnn_coverage.coverage(one, qdq)["htp_fraction"] == 1.0
     assert [n.op_type for n in onnx.load(str(one)).graph.node].count("EPContext") == 1
     assert len([p for p in (tmp_path / "m1").iterdir() if p.suffix == ".bin"]) == 1
     two = next(exported["qnn"].glob("*_ctx.onnx"))
@@ -180,7 +181,7 @@ def test_sm8650_context_is_all_htp_and_meets_40_db(exported, pipeline_ctx, tmp_p
     (tmp_path / "sm8650").mkdir()
     ctx_model = qnn.compile_context(qdq, tmp_path / "sm8650", qnn.get_soc("sm8650"),
                                     optimization_mode=ExportConfig().htp_optimization_mode)
-    assert qnn.coverage(ctx_model, qdq)["htp_fraction"] == 1.0
+    assert qnn_coverage.coverage(ctx_model, qdq)["htp_fraction"] == 1.0
     (tmp_path / "sm8650" / "manifest.json").write_text(json.dumps({"soc": "SM8650"}))
     art = load_artifact(ctx_model)
     assert (art.session["soc_model"], art.session["htp_arch"]) == ("57", "75")  # the manifest's SoC

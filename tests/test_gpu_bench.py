@@ -1,5 +1,6 @@
 """benchmarks/gpu_bench.py, the script a lent GPU runs, dry-run on the CPU at the tiny preset:
-every code path but the CUDA events and memory counters (which need a GPU) runs, and its table
+every code path but the CUDA events, memory counters and reduced precision (CUDA-only for the
+teachers: the dry run's variants compute in fp32) runs, and its table
 pairs each variant with its model's fp32."""
 
 from __future__ import annotations

@@ -230,7 +230,7 @@ def test_the_hub_stage_feeds_the_report(token, monkeypatch, exported, tmp_path):
     assert stages["hub"].needs == ("export",) and "hub" in stages["report"].needs
     assert TOKEN not in json.dumps(stages["hub"].settings)  # never part of a fingerprint or manifest
     out = _stage_hub(cfg)(StageContext("hub", tmp_path / "hub", {"export.onnx": exported["onnx"]}))
-    from adcsr.evaluation import _phones
+    from adcsr.report_stage import _phones
 
     rows = _phones(StageContext("report", tmp_path / "r", {"hub.results": out["results"], "export.qnn": exported["qnn"]}))
     assert {r["device"] for r in rows} == {"Samsung Galaxy S24 (Family)"} and len(rows) == 4

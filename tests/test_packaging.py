@@ -184,7 +184,7 @@ def test_each_stage_face_resolves_what_it_lists_and_the_cli_loads_no_stage():
         "import adcsr.cli\n"
         "adcsr.cli.build_parser()\n"
         "loaded = sorted(m for m in sys.modules if m.split('.')[:2] in (['adcsr', 'compress'], ['adcsr', 'distill'], ['adcsr', 'export'], ['adcsr', 'hub']))\n"
-        "assert all(m.rsplit('.', 1)[-1] in ('compress', 'distill', 'export', 'hub', 'cli', 'config') for m in loaded), loaded\n"
+        "assert all(m.rsplit('.', 1)[-1] in ('compress', 'distill', 'export', 'hub', 'cli', 'config', 'thresholds') for m in loaded), loaded\n"
         "assert 'diffusers' not in sys.modules\n"
         "assert 'qai_hub' not in sys.modules\n"
         "for name in ('adcsr.compress', 'adcsr.distill', 'adcsr.export', 'adcsr.hub'):\n"

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from adcsr.cli import main
-from adcsr.pipeline import CONFIG_DIR, build_pipeline, load_pipeline_config, run_pipeline
+from adcsr.pipeline import build_pipeline, load_pipeline_config, run_pipeline
+from adcsr.pipeline_config import CONFIG_DIR
 from adcsr.runner import StageFailed
 from conftest import CI_PIPELINE as CI
 
@@ -203,5 +204,5 @@ def test_worked_example_config_is_valid(tmp_path):
     cfg_file.write_text(text)
     cfg = load_pipeline_config(cfg_file)
     assert cfg.preset == "sd21" and cfg.launch[:2] == ["accelerate", "launch"]
-    assert cfg.stage2["teacher"] == "osediff" and cfg.stage2["trainer"]["steps"] == 200000
+    assert cfg.stage2.teacher == "osediff" and cfg.stage2.trainer.steps == 200000
     assert [s.name for s in build_pipeline(cfg).stages] == STAGES[1:]

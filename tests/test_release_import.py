@@ -230,7 +230,7 @@ def test_cli_import_writes_a_folder_that_upscale_and_export_accept(release, tmp_
     minutes on two cores (tests/test_export_targets.py covers it)."""
     from adcsr.export.config import ExportConfig
     from adcsr.export.student_io import StudentRef
-    from adcsr.export.targets import Context
+    from adcsr.export.target_context import Context
 
     net_path, dec_path, _, _ = release
     out = tmp_path / "adcsr"

@@ -66,7 +66,7 @@ def test_other_methods_join_the_table_with_size_and_speed_only(tmp_path):
     import torch
 
     from adcsr.core.models.student import AdcSRStudent
-    from adcsr.evaluation import build_report
+    from adcsr.report_stage import build_report
     from adcsr.report import ReportSettings
     from adcsr.runner import StageContext
 

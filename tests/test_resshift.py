@@ -15,6 +15,7 @@ from adcsr.core.errors import UserError
 from adcsr.core.models import resshift_unet as U
 from adcsr.core.models.padding import pad_to_multiple
 from adcsr.core.models.resshift_schedule import ResShiftSchedule
+from adcsr.core.models.resshift_swin import release_shift_mask
 from adcsr.core.models.teachers import get_teacher
 from adcsr.core.models.teachers.resshift import ResShiftTeacher, TADSRTeacher
 from adcsr.core.models.vqgan_f4 import build_vqgan, load_ldm_vqgan
@@ -165,7 +166,7 @@ def swin_textbook_mask(h: int, w: int, ws: int, s: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("h,w,ws,s", [(8, 8, 4, 2), (16, 24, 8, 4), (64, 64, 8, 4), (32, 16, 4, 2)])
 def test_shift_mask_is_the_releases_not_the_textbook_one(h, w, ws, s):
-    got = U.release_shift_mask(h, w, ws, s)
+    got = release_shift_mask(h, w, ws, s)
     assert torch.equal(got, release_mask_as_written(h, w, ws, s))
     assert not torch.equal(got, swin_textbook_mask(h, w, ws, s))  # the checkpoints were trained with this one
     assert got[: -(w // ws)].abs().sum() == 0  # only the bottom row of windows is masked
@@ -349,7 +350,7 @@ def test_the_sampler_is_deterministic_for_a_seed_and_ends_on_its_last_x0(nets, l
 
     teacher = Recording(*nets, {}, seed=5)
     teacher.calls = []
-    sr = teacher.forward_tile(lr)
+    sr = teacher(lr)
     ts = [t for t, _, _ in teacher.calls]
     assert ts == list(range(14, -1, -1))  # T = 15 network calls, t = T−1 … 0
     assert torch.equal(sr, teacher.decode(teacher.calls[-1][2]))  # q(x_{-1}|x_0, x̂0) has mean x̂0, no noise
@@ -366,9 +367,9 @@ def test_the_sampler_is_deterministic_for_a_seed_and_ends_on_its_last_x0(nets, l
     assert not torch.allclose(first, teacher.calls[-1][2], atol=1e-3)  # the 14 further steps change the latent
     calls = teacher.calls
     teacher.calls = []
-    assert torch.equal(teacher.forward_tile(lr), sr)
+    assert torch.equal(teacher(lr), sr)
     assert all(torch.equal(a[1], b[1]) for a, b in zip(calls, teacher.calls))
-    other = ResShiftTeacher(*nets, {}, seed=6).forward_tile(lr)
+    other = ResShiftTeacher(*nets, {}, seed=6)(lr)
     assert not torch.allclose(other, sr, atol=1e-3)
 
 
@@ -383,7 +384,7 @@ def test_tadsr_is_one_step_of_the_sampler(nets, lr):
         x_t = y + 2.0 * 0.99 * eps
         x0 = unet(x_t / math.sqrt(0.99**2 * 4 + 1), torch.tensor([14]), lq)
         want = (vq.decode(x0).sample.clamp(-1, 1) + 1) / 2
-    got = tadsr.forward_tile(lr)
+    got = tadsr(lr)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
     class FirstStep(ResShiftTeacher):
@@ -394,7 +395,7 @@ def test_tadsr_is_one_step_of_the_sampler(nets, lr):
             return out
 
     sampler = FirstStep(unet, vq, {}, seed=5)
-    sampler.forward_tile(lr)
+    sampler(lr)
     assert torch.equal(tadsr.decode(sampler.first), got)  # TAD-SR = the sampler's first x0 prediction
 
 

@@ -19,7 +19,7 @@ def test_specs_build_both_at_the_tiny_preset_and_count_their_steps():
     assert resshift.label == "ResShift (15 steps, tiny)" and tadsr.label == "TAD-SR (1 step, tiny)"
     assert count_params(resshift.module) == count_params(tadsr.module) == 1_033_893  # one network, one VQGAN
     lr = torch.rand(1, 3, 16, 16)
-    unet = tadsr.module.teacher.unet
+    unet = tadsr.module.unet
     one_call = count_macs(lambda: unet(torch.zeros(1, 3, 16, 16), torch.zeros(1, dtype=torch.long), lr * 2 - 1))
     # the same VQ encode and decode around 15 network calls instead of 1
     assert count_macs(resshift.module, lr) - count_macs(tadsr.module, lr) == 14 * one_call > 0
@@ -45,7 +45,7 @@ def test_bench_times_resshift_beside_tadsr():
 
 
 def test_the_report_quotes_their_paper_figures_as_published():
-    from adcsr.evaluation import PUBLISHED
+    from adcsr.report_stage import PUBLISHED
 
     by_name = {p["name"]: p for p in PUBLISHED}
     resshift, tadsr = by_name["ResShift-15 (TAD-SR paper, A100)"], by_name["TAD-SR-1 (TAD-SR paper, A100)"]

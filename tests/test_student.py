@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from adcsr.core.errors import UserError
 from adcsr.core.models.macs import count_macs, count_params, macs_breakdown
 from adcsr.core.models.padding import crop_to, pad_to_multiple
-from adcsr.core.models.student import AdcSRStudent, SelfAttnTransformer
+from adcsr.core.models.student import AdcSRStudent
+from adcsr.core.models.student_unet import SelfAttnTransformer
 from adcsr.core.models.vae_decoder import PrunedVAEDecoder
 
 torch.set_num_threads(1)

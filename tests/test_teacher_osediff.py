@@ -93,7 +93,7 @@ def test_lora_is_live_and_the_step_is_the_x0_prediction(teacher, lr):
 
 
 def test_checkpoint_round_trips_in_both_formats(teacher, sd_folder, lr, tmp_path):
-    want = teacher.forward_tile(lr)
+    want = teacher(lr)
     teacher.save_checkpoint(tmp_path / "osediff")
     assert {p.name for p in tmp_path.iterdir()} == {"osediff.safetensors", "osediff.json"}
     torch.save(teacher.checkpoint_dict(), tmp_path / "released.pkl")  # the authors' format
@@ -103,7 +103,7 @@ def test_checkpoint_round_trips_in_both_formats(teacher, sd_folder, lr, tmp_path
             a, b = mine.state_dict(), theirs.state_dict()
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), ckpt
         # same weights; from_pretrained picks another attention kernel, hence float-rounding only
-        assert (other.forward_tile(lr) - want).abs().max() < 1e-5, ckpt
+        assert (other(lr) - want).abs().max() < 1e-5, ckpt
         assert "zeros" in other.describe()["prompt"]  # no text encoder, no embedding: stated
 
 
@@ -111,7 +111,7 @@ def test_merged_lora_agrees_with_unmerged(teacher, sd_folder, lr, tmp_path):
     teacher.save_checkpoint(tmp_path / "c")
     merged = get_teacher("osediff", sd_folder=str(sd_folder), checkpoint=str(tmp_path / "c.safetensors"))
     assert merged.describe()["merged"] and not hasattr(merged.unet, "peft_config")
-    assert (merged.forward_tile(lr) - teacher.forward_tile(lr)).abs().max() < 1e-4
+    assert (merged(lr) - teacher(lr)).abs().max() < 1e-4
 
 
 def test_bad_inputs_are_one_line_errors(sd_folder, tmp_path):

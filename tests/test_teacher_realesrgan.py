@@ -165,6 +165,6 @@ def test_to_bf16_runs_the_network_in_bf16_with_float32_images_at_the_boundary(co
     got = half.upscale(lr)
     assert got.dtype == torch.float32 and got.device == lr.device and not torch.equal(got, want)
     assert _psnr(got, want) > 45  # bf16 rounding only (measured 56.3 dB)
-    half.to("cpu")  # and back to the fp32 result
+    half.to(torch.float32)  # and back to the fp32 result (nn.Module.to semantics: a device alone keeps the dtype)
     assert {p.dtype for p in half.net.parameters()} == {torch.float32}
     assert torch.allclose(half.upscale(lr), want, atol=1e-2)

@@ -84,6 +84,7 @@ def test_the_step_is_z_minus_v_at_t_1000():
             return type("O", (), {"sample": torch.full_like(hidden_states, 0.25)})()
 
     t = T.TSDSRTeacher.__new__(T.TSDSRTeacher)
+    torch.nn.Module.__init__(t)
     t.transformer = ConstantV()
     z = torch.ones(1, 16, 2, 2)
     torch.testing.assert_close(t.predict_latent(z, torch.zeros(1, 3, 8), torch.zeros(1, 4)), torch.full_like(z, 0.75))
@@ -103,7 +104,8 @@ def test_lora_round_trips_in_the_released_layout(teacher, sd3_folder, lr, tmp_pa
               prompt_embeds=str(tmp_path / "prompt_embeds.pt"), pooled_embeds=str(tmp_path / "pool_embeds.pt"))
     unmerged = get_teacher("tsdsr", merge=False, **kw)
     merged = get_teacher("tsdsr", **kw)
-    torch.testing.assert_close(merged.upscale(lr), unmerged.upscale(lr), atol=1e-5, rtol=0)
+    # merging W + BA into one weight rounds differently from running the two paths: float rounding only
+    torch.testing.assert_close(merged.upscale(lr), unmerged.upscale(lr), atol=5e-5, rtol=0)
     assert "embedding files" in merged.describe()["prompt"]
     reference = T.TSDSRTeacher.from_preset("tiny", seed=0)
     reference.prompt_embeds, reference.pooled_embeds = unmerged.prompt_embeds, unmerged.pooled_embeds

@@ -27,7 +27,8 @@ from adcsr.core.config import load_config
 from adcsr.core.errors import UserError
 from adcsr.distill.checkpoint import CheckpointStore
 from adcsr.distill.config import TrainerConfig
-from adcsr.distill.trainer import Phase, Task, Trainer
+from adcsr.distill.task import Phase, Task
+from adcsr.distill.trainer import Trainer
 
 HERE = Path(__file__).resolve()
 TOY = dict(steps=24, batch_size=4, checkpoint_every=3, keep_last=2, eval_every=8, log_every=4,
@@ -237,12 +238,12 @@ def test_refuses_to_restart_over_checkpoints_without_resume(tmp_path):
 
 
 def test_schedules_halve_and_anneal():
-    from adcsr.distill.trainer import _scheduler
+    from adcsr.distill.schedules import lr_schedule
 
     def lrs(**kw):
         cfg = load_config(TrainerConfig, {"steps": 40, **kw})
         opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-        sched, out = _scheduler(opt, cfg), []
+        sched, out = lr_schedule(opt, cfg), []
         for _ in range(40):
             out.append(opt.param_groups[0]["lr"])
             opt.step()

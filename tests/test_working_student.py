@@ -6,7 +6,7 @@ from adcsr.compress.from_teacher import Ratios, from_teacher
 from adcsr.compress.sd_teacher import load_teacher
 from adcsr.core.models.macs import count_macs, count_params
 from adcsr.core.models.teachers import get_teacher
-from adcsr.evaluation import color_error, student_checks
+from adcsr.report_stage import color_error, student_checks
 from adcsr.pipeline import load_pipeline_config
 
 
@@ -15,7 +15,7 @@ def test_embedded_default_student_has_fewer_params_and_macs_than_its_teacher():
     unet, vae = load_teacher(cfg.preset, seed=cfg.seed)  # what the pipeline's compress stage prunes
     student, _ = from_teacher(unet, vae, Ratios(unet=cfg.compress.unet_ratio, decoder=cfg.compress.decoder_ratio),
                               cfg.compress.criterion, None)
-    teacher = get_teacher(cfg.stage2["teacher"], **cfg.stage2.get("teacher_options", {}))
+    teacher = get_teacher(cfg.stage2.teacher, **cfg.stage2.teacher_options)
     lr = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         s_macs, t_macs = count_macs(student.eval(), lr), count_macs(teacher.net, lr)

@@ -37,18 +37,26 @@ class ResShiftSchedule:
         """table[t] as a float32 (N, 1, 1, 1) tensor on `like`'s device."""
         return table[t.cpu()].float().to(like.device).view(-1, *([1] * (like.dim() - 1)))
 
+    def eta(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """η_t of each step index in `t`, shaped (N, 1, …) to broadcast against `like`, on its device."""
+        return self._at(self.etas, t, like)
+
+    def noise_std(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """κ√η_t, the std of x_t's noise, shaped and placed as `eta`."""
+        return self._at(self.kappa * self.sqrt_etas, t, like)
+
     def q_sample(self, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = x0 + η_t (y − x0) + κ √η_t ε."""
-        return x0 + self._at(self.etas, t, x0) * (y - x0) + self._at(self.kappa * self.sqrt_etas, t, x0) * noise
+        return x0 + self.eta(t, x0) * (y - x0) + self.noise_std(t, x0) * noise
 
     def prior_sample(self, y: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_T = y + κ √η_T ε, where sampling starts."""
         last = torch.full((y.shape[0],), self.steps - 1, dtype=torch.long)
-        return y + self._at(self.kappa * self.sqrt_etas, last, y) * noise
+        return y + self.noise_std(last, y) * noise
 
     def input_scale(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """1/√(η_t κ² + 1): the release normalises the network input (`normalize_input`, latent std ≈ 1)."""
-        return 1 / torch.sqrt(self._at(self.etas, t, like) * self.kappa**2 + 1)
+        return 1 / torch.sqrt(self.eta(t, like) * self.kappa**2 + 1)
 
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor,
                   t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -4,10 +4,10 @@ the same topology at a few percent of the width for tests. No weights: local fol
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-from ..errors import UserError
+from .sd_configs import preset_config
+from .sd_configs import vae_config as sd21_vae_config
 
 _SD3_TRANSFORMER: dict[str, Any] = {
     "sample_size": 128,
@@ -23,21 +23,15 @@ _SD3_TRANSFORMER: dict[str, Any] = {
     "pos_embed_max_size": 192,
 }
 
+# SD2.1's VAE topology with 16 latent channels, its own scaling and shift, and no quant convs.
 _SD3_VAE: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
+    **sd21_vae_config("sd21"),
     "latent_channels": 16,
-    "norm_num_groups": 32,
     "sample_size": 1024,
     "scaling_factor": 1.5305,
     "shift_factor": 0.0609,
     "use_quant_conv": False,
     "use_post_quant_conv": False,
-    "act_fn": "silu",
 }
 
 _TINY_TRANSFORMER: dict[str, Any] = {
@@ -63,14 +57,8 @@ PRESETS = ("sd3", "tiny")
 
 
 def transformer_config(preset: str) -> dict[str, Any]:
-    return _get("transformer", preset)
+    return preset_config(_CONFIGS, "transformer", preset, PRESETS, "SD3 preset")
 
 
 def vae_config(preset: str) -> dict[str, Any]:
-    return _get("vae", preset)
-
-
-def _get(kind: str, preset: str) -> dict[str, Any]:
-    if (kind, preset) not in _CONFIGS:
-        raise UserError(f"unknown SD3 preset {preset!r} (known: {', '.join(PRESETS)})")
-    return copy.deepcopy(_CONFIGS[(kind, preset)])
+    return preset_config(_CONFIGS, "vae", preset, PRESETS, "SD3 preset")

@@ -9,7 +9,9 @@ models be built (randomly initialised, or on the meta device for counting) witho
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Mapping, Sequence
+
+from ..errors import UserError
 
 _SD21_UNET: dict[str, Any] = {
     "sample_size": 64,
@@ -90,22 +92,23 @@ PRESETS = ("sd21", "tiny")
 
 def unet_config(preset: str) -> dict[str, Any]:
     """The `UNet2DConditionModel` config of a preset (a fresh copy)."""
-    return _get("unet", preset)
+    return preset_config(_CONFIGS, "unet", preset, PRESETS)
 
 
 def vae_config(preset: str) -> dict[str, Any]:
     """The `AutoencoderKL` config of a preset (a fresh copy)."""
-    return _get("vae", preset)
+    return preset_config(_CONFIGS, "vae", preset, PRESETS)
 
 
 def text_encoder_config(preset: str) -> dict[str, Any]:
     """The text encoder's `CLIPTextConfig` kwargs of a preset (a fresh copy)."""
-    return _get("text", preset)
+    return preset_config(_CONFIGS, "text", preset, PRESETS)
 
 
-def _get(kind: str, preset: str) -> dict[str, Any]:
-    from ..errors import UserError
-
-    if (kind, preset) not in _CONFIGS:
-        raise UserError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
-    return copy.deepcopy(_CONFIGS[(kind, preset)])
+def preset_config(configs: Mapping[tuple[str, str], dict[str, Any]], kind: str, preset: str,
+                  known: Sequence[str], what: str = "preset") -> dict[str, Any]:
+    """A fresh copy of `configs[(kind, preset)]`, or a UserError naming the `known` presets
+    (`what` names them in the message: "preset", "SD3 preset")."""
+    if (kind, preset) not in configs:
+        raise UserError(f"unknown {what} {preset!r} (known: {', '.join(known)})")
+    return copy.deepcopy(configs[(kind, preset)])

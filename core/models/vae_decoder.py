@@ -14,9 +14,9 @@ from torch import nn
 
 from ..errors import UserError
 from .loading import load_or_user_error
+from .release_ratios import DECODER_RATIO
 from .sd_configs import vae_config
 
-DECODER_RATIO = 0.5  # AdcSR halves every width of the SD VAE decoder
 
 
 def pruned_widths(widths: list[int], ratio: float, groups: int) -> list[int]:

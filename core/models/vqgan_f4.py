@@ -18,7 +18,7 @@ import torch
 from diffusers import VQModel
 
 from ..errors import UserError
-from .resshift_unet import fit_state, read_release_state
+from .release_checkpoint import fit_state, read_release_state
 
 _FULL = dict(block_out_channels=(128, 256, 512), layers_per_block=2, num_vq_embeddings=8192, norm_num_groups=32)
 _TINY = dict(block_out_channels=(16, 32, 32), layers_per_block=1, num_vq_embeddings=64, norm_num_groups=8)

@@ -7,28 +7,28 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ...errors import UserError
+from ...upscaler import Upscaler
 
 if TYPE_CHECKING:
     from ..feature_space import FeatureSpace
 
 
-class Teacher(abc.ABC):
-    """A ×4 super-resolution teacher.
+class Teacher(Upscaler, abc.ABC):
+    """A ×4 super-resolution teacher: an `Upscaler` (forward = one untiled pass, `upscale` tiled)
+    that also gives stage 2 its targets.
 
-    `upscale(lr)` maps NCHW float32 RGB [0, 1] to the ×4 SR image (any LR size, tiled).
     `features(lr, space)` is the teacher's distillation target in the student's feature space:
     the same shape as `AdcSRStudent.features(lr)` — the LR is reflect-padded to `multiple` (the
-    student's `size_multiple`) first, exactly as the student pads it.
+    student's `size_multiple`) first, exactly as the student pads it. Its networks are frozen
+    submodules; `to(device, dtype)` also moves what is not a module (prompt embeddings).
     """
 
     name: str = ""
-    scale: int = 4
-    #: LR sizes the network itself accepts are multiples of this (tiles are padded to it).
-    size_multiple: int = 1
+    device: torch.device = torch.device("cpu")  # where `place` put the networks, and in what dtype
+    dtype: torch.dtype = torch.float32
 
     @abc.abstractmethod
-    def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """One untiled forward pass on a batch whose size is a multiple of `size_multiple`."""
 
     @abc.abstractmethod
@@ -40,27 +40,21 @@ class Teacher(abc.ABC):
         return self.upscale(lr), self.features(lr, space, multiple)
 
     @abc.abstractmethod
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> Teacher:
-        """Run on `device` in `dtype` from now on (stage 2: the trainer's device and AMP precision);
-        inputs and outputs stay float32 on the caller's device."""
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Run on `device` in `dtype` from now on (stage 2: the trainer's device and AMP precision):
+        the networks and what is not a module (prompt embeddings); sets `device` and `dtype`.
+        Inputs and outputs stay float32 on the caller's device."""
+
+    def to(self, *args: Any, **kwargs: Any) -> Teacher:
+        """`nn.Module.to`'s arguments; a device or dtype goes to `place` (so `.to(device, dtype)`
+        moves the prompt embeddings too), a memory format to the networks."""
+        device, dtype, _, memory_format = torch._C._nn._parse_to(*args, **kwargs)
+        if memory_format is not None:
+            super().to(memory_format=memory_format)
+        if device is not None or dtype is not None:
+            self.place(torch.device(device) if device is not None else self.device, dtype or self.dtype)
+        return self
 
     def describe(self) -> dict[str, Any]:
         """What this teacher is, for outputs and manifests (weights, prompts, precision)."""
         return {"name": self.name}
-
-    @torch.no_grad()
-    def upscale(self, lr: torch.Tensor, tile: int = 128, overlap: int = 32, color_fix: str | None = None,
-                progress: bool = False) -> torch.Tensor:
-        from ...tiling import tiled_upscale
-
-        _check_image(lr)
-        return tiled_upscale(
-            self.forward_tile, lr, scale=self.scale, tile=tile, overlap=overlap,
-            multiple=self.size_multiple, color_fix=color_fix, progress=progress,
-        )
-
-
-def _check_image(lr: torch.Tensor) -> None:
-    if not isinstance(lr, torch.Tensor) or lr.ndim != 4 or lr.shape[1] != 3:
-        shape = tuple(lr.shape) if isinstance(lr, torch.Tensor) else type(lr).__name__
-        raise UserError(f"a teacher takes an N×3×H×W RGB batch in [0, 1], got {shape}")

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ...errors import UserError
+from ..loading import copy_parameters, read_tensors_with_metadata
 from ..sd_configs import PRESETS, unet_config, vae_config
 from .osediff import unet_lora_targets
 from .sd_one_step import OneStepSDTeacher, check_precision, randomize_lora, require_subfolders, sd21_scheduler
@@ -59,17 +60,8 @@ def count_full_size(rank: int = RANK) -> dict[str, int]:
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(metadata, tensors) of a DFOSD checkpoint `<name>.safetensors` + `<name>.json`."""
-    from safetensors.torch import load_file
-
+    meta, tensors = read_tensors_with_metadata(path, "DFOSD")
     path = Path(path).with_suffix(".safetensors")
-    meta_path = path.with_suffix(".json")
-    if not path.is_file() or not meta_path.is_file():
-        raise UserError(f"DFOSD checkpoint not found: {path} with {meta_path.name} beside it")
-    try:
-        meta = json.loads(meta_path.read_text())
-        tensors = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise UserError(f"cannot read DFOSD checkpoint {path}: {str(e).splitlines()[0]}") from None
     missing = [k for k in META_KEYS if k not in meta] + ([] if "text_embedding" in tensors else ["text_embedding"])
     if missing:
         raise UserError(f"{path} is not a DFOSD checkpoint (missing {', '.join(missing)})")
@@ -152,17 +144,7 @@ class DFOSDTeacher(OneStepSDTeacher):
 
     @staticmethod
     def _copy_lora(unet: torch.nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
-        with torch.no_grad():
-            for name, p in unet.named_parameters():
-                if "lora" not in name:
-                    continue
-                key = f"unet.{name}"
-                if key not in tensors:
-                    raise UserError(f"DFOSD checkpoint {where} lacks {key}")
-                if tensors[key].shape != p.shape:
-                    raise UserError(f"DFOSD checkpoint {where}: {key} has shape {tuple(tensors[key].shape)}, the "
-                                    f"model expects {tuple(p.shape)} (wrong base model?)")
-                p.copy_(tensors[key])
+        copy_parameters(unet, tensors, lambda name: "lora" in name, f"DFOSD checkpoint {where}", prefix="unet.")
 
     def save_checkpoint(self, path: str | os.PathLike, text_embedding: torch.Tensor | None = None) -> Path:
         """Write `<path>.safetensors` + `<path>.json` (LoRA unmerged); `text_embedding` overrides

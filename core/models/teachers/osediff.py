@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ...errors import UserError
+from ..loading import copy_parameters, read_tensors_with_metadata
 from ..sd_configs import unet_config, vae_config
 from .sd_one_step import OneStepSDTeacher, check_precision, randomize_lora, require_subfolders, sd21_scheduler
 
@@ -90,16 +91,7 @@ def trained_vae_state(vae: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _copy_in(model: torch.nn.Module, state: dict[str, torch.Tensor], wanted: str, where: str) -> None:
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not any(w in name for w in wanted.split("|")):
-                continue
-            if name not in state:
-                raise UserError(f"OSEDiff checkpoint {where} lacks {name}")
-            if state[name].shape != p.shape:
-                raise UserError(f"OSEDiff checkpoint {where}: {name} has shape {tuple(state[name].shape)}, "
-                                f"the model expects {tuple(p.shape)} (wrong base model?)")
-            p.copy_(state[name])
+    copy_parameters(model, state, lambda name: any(w in name for w in wanted.split("|")), f"OSEDiff checkpoint {where}")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -108,16 +100,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"OSEDiff checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        meta_path = path.with_suffix(".json")
-        if not meta_path.is_file():
-            raise UserError(f"{path} needs its {meta_path.name} (ranks and target lists) beside it")
-        try:
-            ckpt = json.loads(meta_path.read_text())
-            tensors = load_file(str(path))
-        except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-            raise UserError(f"cannot read OSEDiff checkpoint {path}: {str(e).splitlines()[0]}") from None
+        ckpt, tensors = read_tensors_with_metadata(path, "OSEDiff")
         ckpt["state_dict_unet"] = {k[5:]: v for k, v in tensors.items() if k.startswith("unet.")}
         ckpt["state_dict_vae"] = {k[4:]: v for k, v in tensors.items() if k.startswith("vae.")}
     else:

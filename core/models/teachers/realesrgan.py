@@ -89,18 +89,18 @@ class RealESRGANTeacher(Teacher):
 
     def __init__(self, variant: str = "x4plus", param: str | None = None, bin: str | None = None,
                  device: str | torch.device = "cpu"):
+        super().__init__()
         self.variant = variant
         self.name = "realesrgan" if variant == "x4plus" else f"realesrgan-{variant}"
         self.net = load_network(variant, param, bin)
         self.files = [str(p) for p in (param, bin) if p] or [str(p) for p in packaged_files(variant)]
         self.to(device)
 
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> RealESRGANTeacher:
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
         self.device, self.dtype = torch.device(device), dtype
         self.net.to(self.device, dtype)
-        return self
 
-    def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
         out = self.net(lr.to(self.device, self.dtype))
         return out.float().clamp(0, 1).to(lr.device)
 

@@ -7,7 +7,7 @@ residual-shifting schedule (`resshift_schedule.py`): LR [0, 1] → [-1, 1] → b
 ResShift draws x_{t−1} from q(x_{t−1} | x_t, x̂0) down to t = 0, TAD-SR keeps the first x0
 prediction (t = T−1); decode (quantised), clamp, [0, 1]. The releases apply no colour fix.
 
-The noise comes from a CPU generator seeded with `seed` at every `forward_tile` call, so a tile
+The noise comes from a CPU generator seeded with `seed` at every forward call, so a tile
 always gives the same SR (the releases seed the global RNG once per run).
 
 Weights: `checkpoint` (the released network: `resshift_realsrx4_s15_v1.pth`, `TAD-SR.pth`, or the
@@ -46,6 +46,7 @@ class ResShiftTeacher(Teacher):
 
     def __init__(self, unet: ResShiftUNet, vqgan: VQModel, info: dict[str, Any], seed: int = 0,
                  dtype: str = "fp32", device: str | torch.device = "cpu"):
+        super().__init__()
         check_precision(dtype, device)
         self.unet = unet.eval().requires_grad_(False)
         self.vqgan = vqgan.eval().requires_grad_(False)
@@ -78,11 +79,10 @@ class ResShiftTeacher(Teacher):
             info = {"preset": preset, "weights": "random (preset)"}
         return cls(unet, vqgan, info, seed, dtype, device)
 
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> ResShiftTeacher:
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
         name = place_networks((self.unet, self.vqgan), device, dtype)
         self.device, self.dtype = torch.device(device), dtype
         self.info["dtype"] = name
-        return self
 
     @torch.no_grad()
     def lr_latent(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +117,7 @@ class ResShiftTeacher(Teacher):
         return (img.float().clamp(-1, 1) + 1) / 2
 
     @torch.no_grad()
-    def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
         y, lq = self.lr_latent(lr)
         z = self.sample(y, lq, torch.Generator().manual_seed(self.seed))
         return self.decode(z).to(lr.device)

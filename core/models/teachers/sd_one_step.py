@@ -85,6 +85,7 @@ class OneStepSDTeacher(Teacher):
 
     def __init__(self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: Any, prompt_embeds: torch.Tensor,
                  timestep: int, info: dict[str, Any], dtype: str = "fp32", device: str | torch.device = "cpu"):
+        super().__init__()
         check_precision(dtype, device)
         if not 0 <= timestep < scheduler.config.num_train_timesteps:
             raise UserError(f"timestep must be in [0, {scheduler.config.num_train_timesteps}), got {timestep}")
@@ -98,12 +99,11 @@ class OneStepSDTeacher(Teacher):
         self.info = {**info, "dtype": dtype, "merged": False, "latent": "mean", "timestep": timestep}
         self.to(device, DTYPES[dtype])
 
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> OneStepSDTeacher:
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
         name = place_networks((self.unet, self.vae), device, dtype)
         self.device, self.dtype = torch.device(device), dtype
         self.prompt_embeds = self.prompt_embeds.to(self.device, dtype)
         self.info["dtype"] = name
-        return self
 
     @torch.no_grad()
     def lr_latent(self, lr: torch.Tensor) -> torch.Tensor:
@@ -130,7 +130,7 @@ class OneStepSDTeacher(Teacher):
         return self.predict_x0(self.lr_latent(lr), self.prompt_embeds)
 
     @torch.no_grad()
-    def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.decode(self.x0_latent(lr)).to(lr.device)
 
     @torch.no_grad()

@@ -129,6 +129,7 @@ class TSDSRTeacher(Teacher):
 
     def __init__(self, transformer, vae, prompt_embeds: torch.Tensor, pooled_embeds: torch.Tensor,
                  info: dict[str, Any], dtype: str = "fp32", device: str | torch.device = "cpu"):
+        super().__init__()
         check_precision(dtype, device)
         self.transformer = transformer.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
@@ -136,13 +137,12 @@ class TSDSRTeacher(Teacher):
         self.info = {**info, "dtype": dtype, "merged": False, "latent": "mean", "timestep": TIMESTEP}
         self.to(device, DTYPES[dtype])
 
-    def to(self, device: str | torch.device, dtype: torch.dtype = torch.float32) -> TSDSRTeacher:
+    def place(self, device: torch.device, dtype: torch.dtype) -> None:
         name = place_networks((self.transformer, self.vae), device, dtype)
         self.device, self.dtype = torch.device(device), dtype
         self.prompt_embeds = self.prompt_embeds.to(self.device, dtype)
         self.pooled_embeds = self.pooled_embeds.to(self.device, dtype)
         self.info["dtype"] = name
-        return self
 
     @classmethod
     def load(cls, sd3_folder: str | None = None, lora_dir: str | None = None, prompt_embeds: str | None = None,
@@ -243,7 +243,7 @@ class TSDSRTeacher(Teacher):
         return (img.float().clamp(-1, 1) + 1) / 2
 
     @torch.no_grad()
-    def forward_tile(self, lr: torch.Tensor) -> torch.Tensor:
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
         z = self.predict_latent(self.lr_latent(lr), self.prompt_embeds, self.pooled_embeds)
         return self.decode(z).to(lr.device)
 
@@ -255,7 +255,7 @@ class TSDSRTeacher(Teacher):
 
         padded, _ = pad_to_multiple(lr, multiple)
         p = next(space.parameters())
-        return space.from_image(self.forward_tile(padded).to(p.device, p.dtype))
+        return space.from_image(self(padded).to(p.device, p.dtype))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, **self.info}

@@ -1,4 +1,4 @@
-"""The pipeline's last stage: measure teacher, student and artifacts on held-out photos, then
+"""The pipeline's report stage: measure teacher, student and artifacts on held-out photos, then
 hand every figure to `adcsr.report`.
 
 The held-out crops are the project's one held-out set (`core.heldout`: each photo's centre,
@@ -12,10 +12,9 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 
 from adcsr.core.atomic import atomic_write_text
 from adcsr.core.manifest import size_on_disk
@@ -158,52 +157,69 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
     (`stage2.student`) and its exports (`export.*`) on the held-out photos; write the report."""
     from adcsr.bench import run_bench
     from adcsr.core.colorfix import get_color_fix
-    from adcsr.core.models.student import AdcSRStudent
-    from adcsr.core.models.teachers import get_teacher
-    from adcsr.export import load_artifact
+    from adcsr.core.upscaler import Bicubic, load_upscaler
     from adcsr.report import write_report
 
     out = ctx.dir / "out"
     out.mkdir(parents=True, exist_ok=True)
     names, lr, hr = heldout_set(4 * rc.lr_size, rc.photos, seed)
-
-    teacher = get_teacher(teacher_name, **teacher_options)
+    teacher = load_upscaler(teacher_name, **teacher_options)
     student_dir = ctx.input("stage2.student")
-    student = AdcSRStudent.from_pretrained(student_dir).eval()
-    w8a16 = load_artifact(ctx.input("export.qnn")) if "export.qnn" in ctx.inputs else None
+    student = load_upscaler(f"student:{student_dir}")
+    models = {"LR bicubic": Bicubic(), f"teacher ({teacher.name})": teacher, "student fp32": student}
+    if "export.qnn" in ctx.inputs:
+        from adcsr.export import load_artifact
 
-    fix = get_color_fix(AdcSRStudent.default_color_fix)
-    outputs: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "LR bicubic": lambda x: F.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1),
-        f"teacher ({teacher.name})": teacher.upscale,
-        "student fp32": lambda x: student(x),
-    }
-    if w8a16 is not None:
-        outputs["student W8A16 (HTP emulator)"] = w8a16
-    with torch.no_grad():
-        raw = {label: fn(lr) for label, fn in outputs.items()}
+        models["student W8A16 (HTP emulator)"] = load_artifact(ctx.input("export.qnn"))
+    raw = {label: model.upscale(lr) for label, model in models.items()}
     # the student and its artifacts are shown and measured as a user gets them: colour-fixed
+    fix = get_color_fix(student.default_color_fix)
     srs = {label: fix(sr, lr).clamp(0, 1) if label.startswith("student") else sr for label, sr in raw.items()}
+    crops = [{"photo": name, "panels": [*((label, _save_png(sr[i], out / f"{name}_{k}.png"))
+                                          for k, (label, sr) in enumerate(srs.items())),
+                                        ("HR", _save_png(hr[i], out / f"{name}_hr.png"))]}
+             for i, name in enumerate(names)]
+    # the bench rebuilds models from spec strings, which carry no loader options
+    bench = None if teacher_options else run_bench(teacher_name, f"student:{student_dir}", lr_size=128,
+                                                   repeats=rc.bench_repeats, backends=("torch",), memory=False,
+                                                   cuda=False, baselines=tuple(rc.baselines))
+    rows = _model_rows(raw, srs, hr, rc, teacher, student_dir, bench)
+    by_name = {m["name"]: m for m in rows}
+    checks = student_checks(by_name["LR bicubic"], by_name[f"teacher ({teacher.name})"], by_name["student fp32"],
+                            by_name.get("student W8A16 (HTP emulator)"))
+    artifacts = _artifacts(ctx)
+    for a in artifacts:  # links from the report to each folder's deploy README and manifest
+        a["links"] = {"README": os.path.relpath(Path(a["folder"]) / "README.md", out),
+                      "manifest": os.path.relpath(Path(a["folder"]) / "manifest.json", out)}
+    results = {
+        "title": "adcsr-mobile pipeline report",
+        "subtitle": f"{subtitle} · student {student_dir}",
+        "run": run_facts(ctx.dir.parent, out),
+        "gates": gates(artifacts, checks),
+        "definitions": DEFINITIONS,
+        "models": rows,
+        "checks": checks,
+        "artifacts": artifacts,
+        "phones": _phones(ctx),
+        "published": PUBLISHED,
+        "crops": crops,
+        "curves": _curves(ctx),
+        "notes": _notes(names, rc, seed, teacher, student, bench) + run_notes,
+    }
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
+    return write_report(results, out)
+
+
+def _model_rows(raw: dict[str, torch.Tensor], srs: dict[str, torch.Tensor], hr: torch.Tensor, rc: ReportSettings,
+                teacher: Any, student_dir: Path, bench: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A row per model: quality on the held-out photos, with size and latency from the bench."""
     teacher_label = f"teacher ({teacher.name})"
-
-    crops = []
-    for i, name in enumerate(names):
-        panels = [(label, _save_png(sr[i], out / f"{name}_{k}.png")) for k, (label, sr) in enumerate(srs.items())]
-        panels.append(("HR", _save_png(hr[i], out / f"{name}_hr.png")))
-        crops.append({"photo": name, "panels": panels})
-
-    bench = None
-    if not teacher_options:  # the bench rebuilds models from spec strings, which carry no loader options
-        bench = run_bench(teacher_name, f"student:{student_dir}", lr_size=128, repeats=rc.bench_repeats,
-                          backends=("torch",), memory=False, cuda=False, baselines=tuple(rc.baselines))
-    rows_by_role, baseline_rows = {}, []
-    if bench:
-        for row in bench["rows"]:
-            if row["model"] in bench["baselines"]:
-                baseline_rows.append(row)
-            else:
-                rows_by_role["teacher" if row["model"] == bench["teacher"] else "student"] = row
-
+    rows_by_role, baselines = {}, []
+    for row in (bench or {}).get("rows", []):
+        if row["model"] in bench["baselines"]:
+            baselines.append(row)
+        else:
+            rows_by_role["teacher" if row["model"] == bench["teacher"] else "student"] = row
     teacher_files = [Path(p) for p in teacher.describe().get("weights", [])]
     models = []
     for label, sr in srs.items():
@@ -227,42 +243,21 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
     models.insert(next(i for i, m in enumerate(models) if m["name"] == "student fp32") + 1, {
         "name": "student fp32, --color-fix none", **quality(unfixed, hr, rc.metric_weights),
         "psnr_vs_teacher": mean_psnr_y(unfixed, srs[teacher_label]), "color_error": color_error(unfixed, hr)})
-    models += [{"name": f"{b['model']}, untrained (size and speed only)", "params": b["params"], "macs": b["macs"],
-                "latency_ms": b["median_ms"]} for b in baseline_rows]
-    by_name = {m["name"]: m for m in models}
-    checks = student_checks(by_name["LR bicubic"], by_name[teacher_label], by_name["student fp32"],
-                            by_name.get("student W8A16 (HTP emulator)"))
+    return models + [{"name": f"{b['model']}, untrained (size and speed only)", "params": b["params"],
+                      "macs": b["macs"], "latency_ms": b["median_ms"]} for b in baselines]
 
-    artifacts = _artifacts(ctx)
-    for a in artifacts:  # links from the report to each folder's deploy README and manifest
-        a["links"] = {"README": os.path.relpath(Path(a["folder"]) / "README.md", out),
-                      "manifest": os.path.relpath(Path(a["folder"]) / "manifest.json", out)}
+
+def _notes(names: list[str], rc: ReportSettings, seed: int, teacher: Any, student: Any,
+           bench: dict[str, Any] | None) -> list[str]:
     notes = [
         f"Held-out photos {', '.join(names)}: centre crops {4 * rc.lr_size}² degraded with the training "
         f"degradation (seed {seed}); PSNR/SSIM on Y with a 4-pixel border; NIQE on the SR image.",
         f"Teacher: {_provenance(teacher.describe())}.",
-        f"Student rows are colour-fixed as a user gets them ({AdcSRStudent.default_color_fix}: each channel's mean "
+        f"Student rows are colour-fixed as a user gets them ({student.default_color_fix}: each channel's mean "
         "and std matched to the LR image's, as the AdcSR release does); colour error = the largest |channel mean "
         "of SR − that of HR| over photos and channels, on [0, 1]; 'without a fix' is the network's own output.",
     ]
     if bench:
         notes.append(f"Latency: median of {bench['repeats']} interleaved runs, 128² → 512², PyTorch on "
                      f"{bench['threads']} CPU threads; student speed-up {bench['student_speedup']['torch']:.2f}×.")
-    notes += run_notes
-    results = {
-        "title": "adcsr-mobile pipeline report",
-        "subtitle": f"{subtitle} · student {student_dir}",
-        "run": run_facts(ctx.dir.parent, out),
-        "gates": gates(artifacts, checks),
-        "definitions": DEFINITIONS,
-        "models": models,
-        "checks": checks,
-        "artifacts": artifacts,
-        "phones": _phones(ctx),
-        "published": PUBLISHED,
-        "crops": crops,
-        "curves": _curves(ctx),
-        "notes": notes,
-    }
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2, default=str) + "\n")
-    return write_report(results, out)
+    return notes
