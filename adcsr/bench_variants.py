@@ -33,26 +33,34 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
             raise RuntimeError(f"{fn.__name__}{args} died (out of memory?)") from None
 
 
+GPU_VARIANTS = {  # name: (dtype, channels_last, compiled)
+    "fp32": (torch.float32, False, False),
+    "fp16": (torch.float16, False, False),
+    "bf16": (torch.bfloat16, False, False),
+    "fp16 channels-last": (torch.float16, True, False),
+    "fp16 torch.compile": (torch.float16, False, True),
+}
+
+
+def gpu_variant(model: nn.Module, lr: torch.Tensor, name: str, device: str = "cuda") -> Callable[[], Any]:
+    """A call of a copy of `model` as `GPU_VARIANTS[name]` says; on the CPU (a dry run of the
+    plumbing) in fp32, since the teachers run fp16/bf16 on CUDA only."""
+    dtype, channels_last, compiled = GPU_VARIANTS[name]
+    if device == "cpu":
+        dtype = torch.float32
+    m = copy.deepcopy(model).to(device, dtype)  # a teacher places its prompt embeddings too
+    x = lr.to(device, dtype)
+    if channels_last:
+        m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    fn = torch.compile(m) if compiled else m
+
+    def run():
+        with torch.inference_mode():
+            return fn(x)
+
+    return run
+
+
 def cuda_variants(model: nn.Module, lr: torch.Tensor) -> dict[str, Callable[[], Any]]:
-    """fp32 / fp16 / bf16 / channels-last / torch.compile variants on the GPU."""
-    variants: dict[str, Callable[[], Any]] = {}
-    x = lr.cuda()
-    for name, dtype, channels_last, compiled in (
-        ("fp32", torch.float32, False, False),
-        ("fp16", torch.float16, False, False),
-        ("bf16", torch.bfloat16, False, False),
-        ("fp16 channels-last", torch.float16, True, False),
-        ("fp16 torch.compile", torch.float16, False, True),
-    ):
-        m = copy.deepcopy(model).to("cuda", dtype)  # a teacher places its prompt embeddings too
-        xi = x.to(dtype)
-        if channels_last:
-            m, xi = m.to(memory_format=torch.channels_last), xi.to(memory_format=torch.channels_last)
-        fn = torch.compile(m) if compiled else m
-
-        def run(fn=fn, xi=xi):
-            with torch.inference_mode():
-                return fn(xi)
-
-        variants[name] = run
-    return variants
+    """Every GPU variant of `model` on CUDA."""
+    return {name: gpu_variant(model, lr, name) for name in GPU_VARIANTS}

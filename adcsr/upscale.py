@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from adcsr.core.errors import UserError
-from adcsr.core.upscaler import COLOR_FIXES, Runner, Upscaler, load_upscaler
+from adcsr.core.colorfix import COLOR_FIXES
+from adcsr.core.upscaler import Runner, Upscaler, load_upscaler
 
 STREAM_PIXELS = 2048 * 2048  # LR pixels above which the in-memory path is refused
 
@@ -39,7 +40,7 @@ def add_parser(subparsers: Any) -> None:
                    help="LR tile size in pixels (default 128; 0 = whole image; an artifact's is fixed)")
     p.add_argument("--overlap", type=int, default=None,
                    help="LR tile overlap in pixels (default 32, for an artifact at most a quarter of its tile)")
-    p.add_argument("--color-fix", choices=COLOR_FIXES, default=None,
+    p.add_argument("--color-fix", choices=("none", *COLOR_FIXES), default=None,
                    help="colour correction to the LR image (default: the model's own: adain for a student, its artifacts "
                         "and osediff, none for Real-ESRGAN)")
     p.add_argument("--backend", default="torch", metavar="NAME",

@@ -16,7 +16,6 @@ with wall-clock timing (what the test does, at the tiny preset).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -25,34 +24,9 @@ from pathlib import Path
 import torch
 
 from adcsr.bench import build
+from adcsr.bench_variants import GPU_VARIANTS, gpu_variant
 from adcsr.core.atomic import atomic_write_text
 from adcsr.timing import cuda_interleaved, interleaved, summarize
-
-VARIANTS = {  # name: (dtype, channels_last, compiled)
-    "fp32": (torch.float32, False, False),
-    "fp16": (torch.float16, False, False),
-    "bf16": (torch.bfloat16, False, False),
-    "fp16 channels-last": (torch.float16, True, False),
-    "fp16 torch.compile": (torch.float16, False, True),
-}
-
-
-def _variant(model: torch.nn.Module, lr: torch.Tensor, name: str, device: str):
-    dtype, channels_last, compiled = VARIANTS[name]
-    if device == "cpu":  # the dry run checks the plumbing: teachers run fp16/bf16 on CUDA only
-        dtype = torch.float32
-    m = copy.deepcopy(model).to(device, dtype)
-    x = lr.to(device, dtype)
-    if channels_last:
-        m, x = m.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
-    fn = torch.compile(m) if compiled else m
-
-    def run():
-        with torch.inference_mode():
-            return fn(x)
-
-    return run
-
 
 def _peak_memory(run, device: str) -> int | None:
     if device == "cpu":
@@ -67,7 +41,7 @@ def _peak_memory(run, device: str) -> int | None:
 def time_model(spec: str, lr_size: int, variants: list[str], device: str, repeats: int, warmup: int) -> list[dict]:
     model = build(spec)
     lr = torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
-    runs = {v: _variant(model.module, lr, v, device) for v in variants}
+    runs = {v: gpu_variant(model.module, lr, v, device) for v in variants}
     memory = {v: _peak_memory(run, device) for v, run in runs.items()}  # also each variant's first (compile) call
     timer = cuda_interleaved if device != "cpu" else interleaved
     times = timer(runs, repeats=repeats, warmup=warmup)
@@ -123,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["sd21"], choices=["tiny", "sd21"])
     p.add_argument("--lr-size", type=int, default=128)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="+", default=list(GPU_VARIANTS), choices=list(GPU_VARIANTS))
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--big", type=int, default=2048, help="LR side of the tiled-throughput image (0: skip)")

@@ -21,8 +21,6 @@ from torch import nn
 
 from .errors import UserError
 
-COLOR_FIXES = ("none", "adain", "wavelet")
-
 
 class Upscaler(nn.Module):
     """A ×4 SR model as every command sees it (see the module docstring)."""
