@@ -115,6 +115,9 @@ class Pipeline:
         for index, stage in enumerate(self.stages):
             stage_dir = self.run_dir / stage.name
             upstream = {}
+            if only is not None and stage.name != only and not all(
+                    need in manifests or (self.run_dir / need / "manifest.json").is_file() for need in stage.needs):
+                continue  # `--only` one stage: a later stage whose inputs were never made is not looked at
             for need in stage.needs:
                 if need not in manifests:
                     manifests[need] = self._require_complete(need)

@@ -72,6 +72,16 @@ def test_from_and_only(tmp_path):
         _chain(tmp_path, calls).run(only="z", log=lambda m: None)
 
 
+def test_only_stage_by_stage_on_a_fresh_run(tmp_path):
+    """`--only` each stage in turn builds a new run: later stages, never run yet, are not asked for."""
+    calls = []
+    for name in ("a", "b", "c"):
+        _chain(tmp_path, calls).run(only=name, log=lambda m: None)
+    assert calls == ["a", "b", "c"]
+    with pytest.raises(UserError, match="stage 'b' has not completed"):
+        _chain(tmp_path / "other", calls).run(only="c", log=lambda m: None)
+
+
 def test_failed_stage_keeps_earlier_ones_and_is_not_marked_done(tmp_path):
     calls = []
     _chain(tmp_path, calls).run(log=lambda m: None)
