@@ -171,7 +171,7 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
         from adcsr.export import load_artifact
 
         models["student W8A16 (HTP emulator)"] = load_artifact(ctx.input("export.qnn"))
-    raw = {label: model.upscale(lr) for label, model in models.items()}
+    raw = {label: model.upscale(lr, color_fix="none") for label, model in models.items()}
     # the student and its artifacts are shown and measured as a user gets them: colour-fixed
     fix = get_color_fix(student.default_color_fix)
     srs = {label: fix(sr, lr).clamp(0, 1) if label.startswith("student") else sr for label, sr in raw.items()}

@@ -49,13 +49,16 @@ class Upscaler(nn.Module):
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor, tile: int = 128, overlap: int = 32, color_fix: str | None = None,
                 progress: bool = False) -> torch.Tensor:
-        """×`scale` SR of an N×3×H×W batch of any size, in overlapping tiles of `tile` LR pixels."""
+        """×`scale` SR of an N×3×H×W batch of any size, in overlapping tiles of `tile` LR pixels,
+        colour-fixed as a user gets it: `color_fix` None is the model's `default_color_fix`,
+        "none" the network's own output."""
         from .tiling import tiled_upscale
 
         check_image(lr)
         tile, overlap, multiple = self.tile_plan(tile, overlap)
+        fix = self.default_color_fix if color_fix is None else color_fix
         return tiled_upscale(self, lr, scale=self.scale, tile=tile, overlap=overlap, multiple=multiple,
-                             color_fix=color_fix, progress=progress)
+                             color_fix=fix, progress=progress)
 
 
 class Runner(Upscaler):

@@ -156,7 +156,7 @@ class DistillTask(Task):
     def teacher_outputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(the distillation target at the configured level, the teacher's SR), one teacher run."""
         if self.cfg.distill_level == "image":
-            sr = self.teacher.upscale(lr)
+            sr = self.teacher.upscale(lr, color_fix="none")
             return sr, sr
         sr, target = self.teacher.targets(lr, self.target_space, multiple=self.student.size_multiple)
         return target, sr

@@ -67,7 +67,7 @@ class Artifact(Upscaler):
         lr = lr.detach().float().cpu()
         if tuple(lr.shape[-2:]) == (self.static_tile, self.static_tile):
             return self._tiles(lr)
-        return self.upscale(lr)
+        return self.upscale(lr, color_fix="none")  # forward is the network's own output
 
 
 def artifact_manifest(path: str | os.PathLike) -> dict:

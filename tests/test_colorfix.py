@@ -50,3 +50,16 @@ def test_wavelet_fix_takes_colour_from_lr_and_detail_from_sr():
     assert (high_out - high_sr).abs().mean() < 0.5 * (high_out - high_up).abs().mean()
     # 3-D input gives 3-D output
     assert wavelet_color_fix(sr[0], lr[0]).shape == sr[0].shape
+
+
+def test_upscale_applies_the_models_default_fix_unless_told_none():
+    """`Upscaler.upscale` gives what a user gets: the student's default (AdaIN toward the LR) when
+    no fix is named, its network's own output with "none"."""
+    from adcsr.core.upscaler import load_upscaler
+
+    student = load_upscaler("student:tiny")
+    assert student.default_color_fix == "adain"
+    lr = F.interpolate(load_photo("coffee")[None], size=(32, 32), mode="area")
+    raw = student.upscale(lr, color_fix="none")
+    torch.testing.assert_close(student.upscale(lr), adain_color_fix(raw, lr).clamp(0, 1), atol=1e-5, rtol=0)
+    assert not torch.allclose(raw, student.upscale(lr), atol=1e-3)

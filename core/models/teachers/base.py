@@ -37,7 +37,7 @@ class Teacher(Upscaler, abc.ABC):
 
     def targets(self, lr: torch.Tensor, space: FeatureSpace, multiple: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         """(SR, features) together; teachers whose features come from their SR override it to run once."""
-        return self.upscale(lr), self.features(lr, space, multiple)
+        return self.upscale(lr, color_fix="none"), self.features(lr, space, multiple)
 
     @abc.abstractmethod
     def place(self, device: torch.device, dtype: torch.dtype) -> None:

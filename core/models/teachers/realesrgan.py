@@ -114,7 +114,7 @@ class RealESRGANTeacher(Teacher):
         from ..padding import crop_to, pad_to_multiple
 
         padded, size = pad_to_multiple(lr, multiple)
-        sr = self.upscale(padded)
+        sr = self.upscale(padded, color_fix="none")
         return crop_to(sr, size, self.scale), space.from_image(sr)
 
     def describe(self) -> dict[str, Any]:

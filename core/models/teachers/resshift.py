@@ -128,7 +128,7 @@ class ResShiftTeacher(Teacher):
         cropped back, and the student's feature space of the padded SR (the VQ latent is not the
         student's, as for the pixel-space teachers)."""
         padded, size = pad_to_multiple(lr, multiple)
-        sr = self.upscale(padded)
+        sr = self.upscale(padded, color_fix="none")
         p = next(space.parameters())
         return crop_to(sr, size, self.scale), space.from_image(sr.to(p.device, p.dtype))
 
