@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adcsr.core.atomic import atomic_write_text
+from adcsr.core.errors import UserError
 
 
 @dataclass
@@ -22,16 +23,21 @@ class ReportSettings:
     photos: int = 3  # held-out photos evaluated and shown
     lr_size: int = 64  # side of the held-out LR crops the metrics and pictures use
     bench_repeats: int = 3
+    bench_lr_size: int = 128  # LR side the MACs and CPU latency are measured at (the SR is 4× that)
     metric_weights: dict[str, str] = field(default_factory=dict)  # learned metric name → local weights file
     # other methods timed beside teacher and student (bench specs, e.g. dfosd:tiny, tsdsr:tiny):
     # their size, MACs and CPU latency join the table (no quality: they are not trained in the run)
     baselines: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        if self.bench_lr_size <= 0 or self.bench_lr_size % 16:
+            raise UserError(f"report.bench_lr_size must be a positive multiple of 16, got {self.bench_lr_size}")
+
 
 MODEL_COLUMNS = [
     ("name", "model"),
     ("params", "params"),
-    ("macs", "MACs (128²→512²)"),
+    ("macs", "MACs ({side}²→{sr}²)"),
     ("size_bytes", "file size"),
     ("latency_ms", "CPU latency"),
     ("psnr", "PSNR-Y vs HR ↑"),
@@ -120,6 +126,12 @@ def _bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
+def _model_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """MODEL_COLUMNS with the bench's LR size in the MACs header."""
+    side = results.get("bench_lr_size", 128)
+    return [(key, title.format(side=side, sr=4 * side)) for key, title in MODEL_COLUMNS]
+
+
 def _markdown_table(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
     header = "| " + " | ".join(title for _, title in columns) + " |"
     sep = "| " + " | ".join("---" for _ in columns) + " |"
@@ -189,7 +201,8 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    figures = {"bubble": bubble_plot(results.get("models", []), results.get("published", []), out / "bubble.png"),
+    figures = {"bubble": bubble_plot(results.get("models", []), results.get("published", []), out / "bubble.png",
+                                     results.get("bench_lr_size", 128)),
                "curves": curves_plot(results.get("curves", {}), out / "curves.png")}
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, _markdown(results, figures))
@@ -208,7 +221,7 @@ def _markdown(results: dict[str, Any], figures: dict[str, bool]) -> str:
         if run:
             md += [_run_line(run) + (f" · config [{run['config']}]({run['config']})" if run.get("config") else ""), ""]
         md += [_markdown_table(run_gates, GATE_COLUMNS), ""]
-    md += ["## Teacher vs student (measured in this run)", "", _markdown_table(results.get("models", []), MODEL_COLUMNS), ""]
+    md += ["## Teacher vs student (measured in this run)", "", _markdown_table(results.get("models", []), _model_columns(results)), ""]
     for key, title, columns in TABLES:
         if results.get(key):
             md += [f"## {title}", "", _markdown_table(results[key], columns), ""]
@@ -245,7 +258,7 @@ def _html(results: dict[str, Any], figures: dict[str, bool]) -> str:
                        f"<figcaption>{html.escape(label)}</figcaption></figure>" for label, p in crop["panels"])
         parts.append(f"<h3>{html.escape(crop['photo'])}</h3><div class='crops' "
                      f"style='grid-template-columns:repeat({len(crop['panels'])},1fr)'>{figs}</div>")
-    parts += ["<h2>Teacher vs student</h2>", _html_table(results.get("models", []), MODEL_COLUMNS)]
+    parts += ["<h2>Teacher vs student</h2>", _html_table(results.get("models", []), _model_columns(results))]
     for key, title, columns in TABLES:
         if results.get(key):
             parts += [f"<h2>{html.escape(title)}</h2>", _html_table(results[key], columns)]

@@ -25,7 +25,8 @@ def _save(fig, path: Path) -> None:
     _pyplot().close(fig)
 
 
-def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], path: Path) -> bool:
+def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], path: Path,
+                lr_size: int = 128) -> bool:
     """Latency vs quality with bubble area ∝ params (the AdcSR paper's Fig. 4 layout).
 
     Measured models are filled; published figures (different hardware) are hollow and labelled.
@@ -44,7 +45,7 @@ def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], p
                     xytext=(0, 9), textcoords="offset points")
     ax.set_xscale("log")
     ax.margins(x=0.35, y=0.3)  # room for the bubbles and their labels
-    ax.set_xlabel("latency per 128² → 512² image on this CPU (ms, log scale)")
+    ax.set_xlabel(f"latency per {lr_size}² → {4 * lr_size}² image on this CPU (ms, log scale)")
     ax.set_ylabel("PSNR on held-out photos (dB)")
     ax.set_title("Latency vs quality (bubble area ∝ parameters), measured in this run", fontsize=9)
     ax.grid(alpha=0.3)

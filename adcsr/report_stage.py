@@ -180,7 +180,7 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
                                         ("HR", _save_png(hr[i], out / f"{name}_hr.png"))]}
              for i, name in enumerate(names)]
     # the bench rebuilds models from spec strings, which carry no loader options
-    bench = None if teacher_options else run_bench(teacher_name, f"student:{student_dir}", lr_size=128,
+    bench = None if teacher_options else run_bench(teacher_name, f"student:{student_dir}", lr_size=rc.bench_lr_size,
                                                    repeats=rc.bench_repeats, backends=("torch",), memory=False,
                                                    cuda=False, baselines=tuple(rc.baselines))
     rows = _model_rows(raw, srs, hr, rc, teacher, student_dir, bench)
@@ -198,6 +198,7 @@ def build_report(ctx: StageContext, rc: ReportSettings, *, teacher_name: str, te
         "gates": gates(artifacts, checks),
         "definitions": DEFINITIONS,
         "models": rows,
+        "bench_lr_size": rc.bench_lr_size,
         "checks": checks,
         "artifacts": artifacts,
         "phones": _phones(ctx),
@@ -258,6 +259,7 @@ def _notes(names: list[str], rc: ReportSettings, seed: int, teacher: Any, studen
         "of SR − that of HR| over photos and channels, on [0, 1]; 'without a fix' is the network's own output.",
     ]
     if bench:
-        notes.append(f"Latency: median of {bench['repeats']} interleaved runs, 128² → 512², PyTorch on "
+        notes.append(f"Latency: median of {bench['repeats']} interleaved runs, {rc.bench_lr_size}² → "
+                     f"{4 * rc.bench_lr_size}², PyTorch on "
                      f"{bench['threads']} CPU threads; student speed-up {bench['student_speedup']['torch']:.2f}×.")
     return notes

@@ -77,7 +77,7 @@ DEFINITIONS = [
     ("HTP coverage", "the share of the context model's compute nodes inside QNN graphs on the HTP; anything else "
                      "would fall back to the phone's CPU"),
     ("W8A16", "8-bit integer weights, 16-bit integer activations (QDQ for QNN; fp16 compute for Core ML)"),
-    ("MACs", "multiply-accumulates for one 128² → 512² upscale"),
+    ("MACs", "multiply-accumulates for one upscale at the size the table's header gives"),
     ("NIQE", "a no-reference naturalness score, lower is more natural; on 256² crops it is noisy: differences "
              "under about 1 mean little"),
     ("colour error", "the largest |mean of a channel of SR − the same of HR| over photos and channels, on [0, 1]"),

@@ -33,7 +33,7 @@ CI_PIPELINE = {
     "stage2": {"trainer": {"steps": 10, "batch_size": 2, "checkpoint_every": 5, "eval_every": 5},
                "data": {"hr_size": 64}},
     "export": {"options": {"tile": 16, "calibration_count": 4, "eval_count": 2, "jobs": 3}},
-    "report": {"photos": 2, "lr_size": 48, "bench_repeats": 1},
+    "report": {"photos": 2, "lr_size": 48, "bench_repeats": 1, "bench_lr_size": 32},
 }
 
 # xdist groups named after the session fixtures whose users they gather, first match wins

@@ -64,6 +64,7 @@ def test_report_shows_teacher_student_and_artifacts(run):
     assert pte_quant["parity_psnr_db"] >= 40.0 and pte_quant["size_bytes"] is None
     html = (run_dir / "report" / "out" / "report.html").read_text()
     assert "student W8A16 (HTP emulator)" in html and "bubble.png" in html
+    assert results["bench_lr_size"] == 32 and "MACs (32²→128²)" in html  # the CI run's bench size, not 128
     assert (run_dir / "report" / "out" / "bubble.png").stat().st_size > 1000
 
 
@@ -152,6 +153,15 @@ def test_bad_pipeline_config_is_one_line(tmp_path, capsys):
     assert main(["pipeline", str(cfg_file)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "stage2" in err[0] and "teacher_optionz" in err[0]
+
+
+def test_bad_report_bench_size_is_one_line(tmp_path, capsys):
+    cfg_file = tmp_path / "bad.yaml"
+    cfg_file.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "report": {"bench_lr_size": 50}}))
+    assert main(["pipeline", str(cfg_file)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bench_lr_size" in err[0] and "multiple of 16" in err[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_one_decoder_ratio_stage1_trains_compress_decoder(tmp_path, capsys):
