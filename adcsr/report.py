@@ -18,12 +18,15 @@ from adcsr.core.atomic import atomic_write_text
 from adcsr.core.errors import UserError
 
 
+BENCH_LR_SIZE = 128  # the README's figures: 128² → 512²
+
+
 @dataclass
 class ReportSettings:
     photos: int = 3  # held-out photos evaluated and shown
     lr_size: int = 64  # side of the held-out LR crops the metrics and pictures use
     bench_repeats: int = 3
-    bench_lr_size: int = 128  # LR side the MACs and CPU latency are measured at (the SR is 4× that)
+    bench_lr_size: int = BENCH_LR_SIZE  # LR side the MACs and CPU latency are measured at (the SR is 4× that)
     metric_weights: dict[str, str] = field(default_factory=dict)  # learned metric name → local weights file
     # other methods timed beside teacher and student (bench specs, e.g. dfosd:tiny, tsdsr:tiny):
     # their size, MACs and CPU latency join the table (no quality: they are not trained in the run)
@@ -128,8 +131,12 @@ def _bytes(n: float) -> str:
 
 def _model_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
     """MODEL_COLUMNS with the bench's LR size in the MACs header."""
-    side = results.get("bench_lr_size", 128)
+    side = _bench_lr_size(results)
     return [(key, title.format(side=side, sr=4 * side)) for key, title in MODEL_COLUMNS]
+
+
+def _bench_lr_size(results: dict[str, Any]) -> int:
+    return results.get("bench_lr_size", BENCH_LR_SIZE)
 
 
 def _markdown_table(items: list[dict[str, Any]], columns: list[tuple[str, str]]) -> str:
@@ -202,7 +209,7 @@ def write_report(results: dict[str, Any], out_dir: str | os.PathLike) -> tuple[P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = {"bubble": bubble_plot(results.get("models", []), results.get("published", []), out / "bubble.png",
-                                     results.get("bench_lr_size", 128)),
+                                     _bench_lr_size(results)),
                "curves": curves_plot(results.get("curves", {}), out / "curves.png")}
     md_path, html_path = out / "report.md", out / "report.html"
     atomic_write_text(md_path, _markdown(results, figures))

@@ -26,7 +26,7 @@ def _save(fig, path: Path) -> None:
 
 
 def bubble_plot(models: list[dict[str, Any]], published: list[dict[str, Any]], path: Path,
-                lr_size: int = 128) -> bool:
+                lr_size: int) -> bool:
     """Latency vs quality with bubble area ∝ params (the AdcSR paper's Fig. 4 layout).
 
     Measured models are filled; published figures (different hardware) are hollow and labelled.
