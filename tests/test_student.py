@@ -193,3 +193,24 @@ def test_bicubic_upsample_equals_torch_bicubic_at_every_scale_and_edge():
             x = torch.rand(*shape)
             ref = F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False)
             torch.testing.assert_close(BicubicUpsample(3, scale)(x), ref, atol=1e-6, rtol=0)
+
+
+def test_macs_are_counted_without_running_the_model_and_fall_back_when_an_op_needs_data():
+    """A CPU module is counted on a meta copy (its weights untouched); a forward that reads data
+    (`.item()` has no meta kernel) is counted by a real run, to the same figure."""
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    before = conv.weight.detach().clone()
+
+    class ReadsData(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+
+        def forward(self, x):
+            return self.conv(x) * (1.0 if x.mean().item() >= 0 else -1.0)
+
+    x = torch.rand(1, 3, 16, 16)
+    expected = 16 * 16 * 8 * 3 * 3 * 3
+    assert count_macs(conv, x) == expected and conv.weight.device.type == "cpu"
+    assert torch.equal(conv.weight, before)
+    assert count_macs(ReadsData(), x) == expected
