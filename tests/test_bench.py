@@ -175,12 +175,14 @@ def test_a_failing_backend_costs_only_its_own_rows(monkeypatch):
 
 
 def test_a_graph_inductor_freezing_miscompiles_is_compiled_again_without_it(tmp_path, capsys):
-    """torch 2.13's inductor freezing gets Real-ESRGAN x4plus wrong (≈ 4 dB against eager); the
-    backend notices on its example tile, says so and compiles without freezing."""
+    """torch 2.13's inductor freezing gets Real-ESRGAN x4plus wrong (≈ 4 dB against eager; its
+    first two RRDBs with their trained weights already ≈ 23 dB, and compile in a sixth of the
+    time); the backend notices on its example tile, says so and compiles without freezing."""
     from adcsr.core.metrics.fidelity import parity_psnr
     from adcsr.export import lr_tiles
 
     model = build("realesrgan").module
+    model.net.body = torch.nn.Sequential(*list(model.net.body)[:2])
     lr = lr_tiles("heldout", 32, 2)
     run = backend("torch-compile").prepare(model, lr[:1], tmp_path)
     with torch.inference_mode():
