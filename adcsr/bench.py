@@ -65,7 +65,9 @@ def build(spec: str) -> BenchModel:
                         "take an argument")
     model = load_upscaler(f"{kind}:{arg}" if arg else kind)
     if kind == "student":
-        label = f"AdcSR student ({arg})" if arg in ("tiny", "sd21") else "AdcSR student"
+        from adcsr.core.models.student import PRESETS
+
+        label = f"AdcSR student ({arg})" if arg in PRESETS else "AdcSR student"
     elif kind in SAMPLERS:
         label = f"{SAMPLERS[kind][0]} ({SAMPLERS[kind][1]}, {arg or 'full'})"
     elif kind in SD_SHAPED:

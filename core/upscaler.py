@@ -7,7 +7,7 @@ its outputs want (`default_color_fix`) and says what it is (`describe()`, for ma
 reports). `upscale(lr, ...)` runs it over an image of any size, tile by tile (`core.tiling`).
 
 `load_upscaler(spec, **options)` builds one from a spec string — `student:DIR` (a
-`save_pretrained` folder), `student:tiny|sd21` (random weights), a registered teacher's name,
+`save_pretrained` folder), `student:tiny|sd21|micro` (a preset, random weights), a registered teacher's name,
 optionally `name:PRESET` — for `adcsr upscale`, `adcsr bench` and the pipeline's report alike.
 Exported artifacts are loaded by `adcsr.export.load_artifact` (they satisfy the same contract).
 """
@@ -116,9 +116,9 @@ def load_upscaler(spec: str, device: str = "cpu", **options: Any) -> Upscaler:
 def _student(arg: str) -> Upscaler:
     from pathlib import Path
 
-    from .models.student import AdcSRStudent
+    from .models.student import PRESETS, AdcSRStudent
 
-    if arg in ("tiny", "sd21"):
+    if arg in PRESETS:
         torch.manual_seed(0)  # random weights: what latency and size depend on is the architecture
         return AdcSRStudent.from_preset(arg)
     if not (Path(arg) / "config.json").is_file():

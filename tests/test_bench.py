@@ -1,4 +1,4 @@
-"""`adcsr bench` on the tiny presets: side-by-side rows, ratios and the fresh-process memory probe."""
+"""`adcsr bench` on the tiny and micro presets: side-by-side rows, ratios and the fresh-process memory probe."""
 
 import json
 
@@ -17,7 +17,7 @@ BENCHED = ("torch", "torch-channels-last", "onnxruntime")
 
 @pytest.fixture(scope="module")
 def result():
-    return run_bench("realesrgan-compact", "student:tiny", lr_size=32, repeats=2, warmup=1,
+    return run_bench("realesrgan-compact", "student:micro", lr_size=32, repeats=2, warmup=1,
                      backends=BENCHED, memory=False, cuda=False)
 
 
@@ -28,7 +28,7 @@ def test_rows_pair_every_model_with_every_backend(result):
         rows = {r["model"]: r["median_ms"] for r in result["rows"] if r["backend"] == name}
         assert speedup == pytest.approx(rows[result["teacher"]] / rows[result["student"]])
     student = next(r for r in result["rows"] if r["model"] == result["student"])
-    assert student["params"] == count_params(build("student:tiny").module)
+    assert student["params"] == count_params(build("student:micro").module)
     assert student["macs"] > 0 and student["repeats"] == 2
 
 
